@@ -1,0 +1,1 @@
+"""ocimirror: mirror and host container images from Python."""

@@ -1,0 +1,1 @@
+"""Storage backends: metadata (SQLAlchemy) and blobs (fsspec), each behind a small protocol."""

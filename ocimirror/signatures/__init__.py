@@ -1,0 +1,1 @@
+"""Signature formats (sigstore lookaside, Docker signature API, cosign, OCI referrers)."""
