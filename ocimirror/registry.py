@@ -1,0 +1,407 @@
+"""The async entry point: a registry opened over a metadata store and a blob store."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from ocimirror.backends.blobs import BlobLister, BlobStore, open_blob_store
+from ocimirror.backends.metadata import ManifestRecord
+from ocimirror.backends.sql import SQLMetadataStore
+from ocimirror.config import Config
+from ocimirror.core.digest import Digest
+from ocimirror.core.manifest import Manifest, parse_manifest
+from ocimirror.core.mediatype import MediaType
+from ocimirror.core.reference import validate_repository_name
+from ocimirror.distribution import Distribution
+from ocimirror.errors import (
+    BlobNotFound,
+    DigestMismatch,
+    InvalidError,
+    InvalidName,
+    ManifestNotFound,
+)
+from ocimirror.remote import Remote
+from ocimirror.repository import AsyncRepository
+
+__all__ = ["AsyncRegistry", "CleanupReport", "RepairReport"]
+
+log = logging.getLogger("ocimirror")
+
+
+@attrs.frozen(kw_only=True)
+class CleanupReport:
+    """What an orphan cleanup removed."""
+
+    manifests: int
+    blobs: int
+    signatures: int
+    stray_files: int
+    abandoned_uploads: int
+
+    def to_json(self) -> dict[str, int]:
+        """The counts as JSON."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class RepairReport:
+    """What a repair found: blobs checked, missing from storage, and corrupt (now removed)."""
+
+    checked: int
+    missing: tuple[str, ...]
+    corrupt: tuple[str, ...]
+    manifests_checked: int
+    corrupt_manifests: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether everything was intact."""
+        return not (self.missing or self.corrupt or self.corrupt_manifests)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON."""
+        data = attrs.asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+class AsyncRegistry:
+    """Repositories, remotes and distributions over one metadata store and one blob store.
+
+    Open it with :meth:`open` (from URLs, the environment, or the home directory) or build it
+    from stores you made; use it as an async context manager. Constructors do no I/O.
+    """
+
+    def __init__(
+        self, metadata: SQLMetadataStore, blobs: BlobStore, *, config: Config | None = None
+    ) -> None:
+        self.metadata = metadata
+        self.blobs = blobs
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"<AsyncRegistry metadata={self.metadata.url!r} storage={self.blobs.url!r}>"
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        database_url: str | None = None,
+        storage_url: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> AsyncRegistry:
+        """Open the backends named by the arguments, ``OCIMIRROR_*`` variables, or the home.
+
+        With nothing given: SQLite and files under ``$OCIMIRROR_HOME`` (or the user's data
+        directory).
+        """
+        config = Config.resolve(
+            home=home,
+            database_url=database_url,
+            storage_url=storage_url,
+            storage_options=storage_options,
+        )
+        config.prepare()
+        metadata = SQLMetadataStore(config.database_url)
+        await metadata.open()
+        blobs = open_blob_store(config.storage_url, **dict(config.storage_options))
+        return cls(metadata, blobs, config=config)
+
+    async def close(self) -> None:
+        """Close both stores."""
+        await self.metadata.close()
+        await self.blobs.close()
+
+    async def __aenter__(self) -> AsyncRegistry:
+        await self.metadata.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- repositories ------------------------------------------------------------------------
+
+    async def create_repository(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        retain_repo_versions: int | None = None,
+        remote: str | None = None,
+    ) -> AsyncRepository:
+        """Create a repository (with its empty version 0)."""
+        _check_repository_name(name)
+        _check_retain(retain_repo_versions)
+        if remote is not None:
+            await self.metadata.get_remote(remote)
+        record = await self.metadata.create_repository(
+            name,
+            description=description,
+            retain_repo_versions=retain_repo_versions,
+            remote=remote,
+        )
+        return AsyncRepository(self, record)
+
+    async def repository(self, name: str) -> AsyncRepository:
+        """The repository named ``name``; RepositoryNotFound otherwise."""
+        return AsyncRepository(self, await self.metadata.get_repository(name))
+
+    async def repositories(self) -> list[AsyncRepository]:
+        """Every repository, by name."""
+        return [AsyncRepository(self, r) for r in await self.metadata.list_repositories()]
+
+    async def delete_repository(self, name: str) -> None:
+        """Delete a repository and its versions; its content becomes orphan."""
+        await self.metadata.delete_repository(name)
+
+    # -- remotes -----------------------------------------------------------------------------
+
+    async def create_remote(self, remote: Remote | None = None, **fields: Any) -> Remote:
+        """Store a remote (give a :class:`Remote` or its fields)."""
+        remote = remote or Remote(**fields)
+        await self.metadata.create_remote(remote.name, remote.to_json(secrets=True))
+        return remote
+
+    async def remote(self, name: str) -> Remote:
+        """The remote named ``name``; RemoteNotFound otherwise."""
+        return Remote.from_json((await self.metadata.get_remote(name)).fields)
+
+    async def remotes(self) -> list[Remote]:
+        """Every remote, by name."""
+        return [Remote.from_json(r.fields) for r in await self.metadata.list_remotes()]
+
+    async def update_remote(self, name: str, **changes: Any) -> Remote:
+        """Change some fields of a remote (validated as a whole)."""
+        current = await self.remote(name)
+        updated = attrs.evolve(current, **changes)
+        await self.metadata.update_remote(name, updated.to_json(secrets=True))
+        return updated
+
+    async def delete_remote(self, name: str) -> None:
+        """Delete a remote."""
+        await self.metadata.delete_remote(name)
+
+    # -- distributions -----------------------------------------------------------------------
+
+    async def create_distribution(
+        self,
+        name: str,
+        *,
+        base_path: str,
+        repository: str | None = None,
+        repository_version: int | None = None,
+        private: bool = False,
+        description: str | None = None,
+    ) -> Distribution:
+        """Serve a repository (its latest version, or one pinned version) at ``base_path``."""
+        _check_base_path(base_path)
+        if repository_version is not None and repository is None:
+            raise InvalidError("a pinned repository_version needs its repository")
+        record = await self.metadata.create_distribution(
+            name,
+            base_path,
+            repository=repository,
+            repository_version=repository_version,
+            private=private,
+            description=description,
+        )
+        return Distribution.from_record(record)
+
+    async def distribution(
+        self, name: str | None = None, *, base_path: str | None = None
+    ) -> Distribution:
+        """A distribution by name or base path."""
+        return Distribution.from_record(
+            await self.metadata.get_distribution(name, base_path=base_path)
+        )
+
+    async def distributions(self) -> list[Distribution]:
+        """Every distribution, by name."""
+        return [Distribution.from_record(r) for r in await self.metadata.list_distributions()]
+
+    async def update_distribution(self, name: str, **changes: Any) -> Distribution:
+        """Change some fields of a distribution."""
+        if "base_path" in changes:
+            _check_base_path(changes["base_path"])
+        return Distribution.from_record(await self.metadata.update_distribution(name, **changes))
+
+    async def delete_distribution(self, name: str) -> None:
+        """Delete a distribution."""
+        await self.metadata.delete_distribution(name)
+
+    # -- content -----------------------------------------------------------------------------
+
+    async def put_blob(
+        self,
+        data: bytes | AsyncIterable[bytes] | Iterable[bytes],
+        *,
+        expected: Digest | None = None,
+        size: int | None = None,
+        media_type: str | None = None,
+    ) -> Digest:
+        """Stream a blob into storage, verified, and record it. Reuses a stored copy."""
+        if expected is not None and await self.reuse_blob(expected, media_type=media_type):
+            return expected
+        digest = await self.blobs.put(data, expected=expected, size=size)
+        stored = await self.blobs.stat(digest)
+        assert stored is not None
+        await self.metadata.add_blob(str(digest), stored, media_type)
+        return digest
+
+    async def reuse_blob(self, digest: Digest, *, media_type: str | None = None) -> bool:
+        """If the blob is stored, refresh its record (restarting its orphan grace) and say so."""
+        record = await self.metadata.get_blob(str(digest))
+        if record is None or await self.blobs.stat(digest) != record.size:
+            return False
+        await self.metadata.add_blob(str(digest), record.size, media_type or record.media_type)
+        return True
+
+    async def has_blob(self, digest: Digest) -> bool:
+        """Whether the blob is recorded and present in storage."""
+        record = await self.metadata.get_blob(str(digest))
+        return record is not None and await self.blobs.stat(digest) == record.size
+
+    async def put_manifest(
+        self, raw: bytes, media_type: str | None = None, *, expected: Digest | None = None
+    ) -> Manifest:
+        """Parse, verify and record a manifest; every blob and child it names must be stored.
+
+        Non-distributable (foreign) layers need not be stored.
+        """
+        manifest = parse_manifest(raw, media_type, expected=expected)
+        references: list[tuple[str, str, dict[str, Any] | None]] = []
+        for child in manifest.children():
+            if await self.metadata.get_manifest(str(child.digest)) is None:
+                raise ManifestNotFound(f"manifest {manifest.digest} lists unknown {child.digest}")
+            platform = child.platform.to_json() if child.platform else None
+            references.append((str(child.digest), "manifest", platform))
+        for blob in manifest.blobs():
+            if not MediaType.is_distributable(blob.media_type):
+                if not await self.has_blob(blob.digest):
+                    references.append((str(blob.digest), "foreign", None))
+                    continue
+            elif not await self.has_blob(blob.digest):
+                raise BlobNotFound(f"manifest {manifest.digest} references unknown {blob.digest}")
+            references.append((str(blob.digest), "blob", None))
+        await self.metadata.add_manifest(
+            ManifestRecord(
+                digest=str(manifest.digest),
+                media_type=manifest.media_type,
+                data=manifest.raw,
+                artifact_type=manifest.artifact_type,
+                subject=str(manifest.subject.digest) if manifest.subject else None,
+            ),
+            references,
+        )
+        return manifest
+
+    async def get_manifest(self, digest: Digest) -> Manifest:
+        """A stored manifest, parsed; ManifestNotFound otherwise."""
+        record = await self.metadata.get_manifest(str(digest))
+        if record is None:
+            raise ManifestNotFound(f"manifest {digest} is not stored")
+        return parse_manifest(record.data, record.media_type)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    async def orphan_cleanup(self, *, grace: timedelta = timedelta(hours=1)) -> CleanupReport:
+        """Delete content no repository version holds, untouched for ``grace``.
+
+        Also removes blob files with no record and abandoned uploads older than ``grace``.
+        The grace period keeps work in flight (a sync between storing content and publishing
+        its version) safe.
+        """
+        cutoff = datetime.now(UTC) - grace
+        counts = await self.metadata.delete_orphans(cutoff)
+        for digest in counts.blobs:
+            await self.blobs.delete(Digest.parse(digest))
+        stray = uploads = 0
+        if isinstance(self.blobs, BlobLister):
+            stored: list[tuple[Digest, datetime | None]] = [
+                item async for item in self.blobs.list_blobs()
+            ]
+            known = await self.metadata.known_blob_digests([str(d) for d, _ in stored])
+            for digest, modified in stored:
+                if str(digest) in known:
+                    continue
+                if modified is not None and modified > cutoff:
+                    continue
+                if await self.blobs.delete(digest):
+                    stray += 1
+            uploads = await self.blobs.cleanup_uploads(older_than=grace)
+        report = CleanupReport(
+            manifests=counts.manifests,
+            blobs=len(counts.blobs),
+            signatures=counts.signatures,
+            stray_files=stray,
+            abandoned_uploads=uploads,
+        )
+        log.info("orphan cleanup: %s", report)
+        return report
+
+    async def repair(self) -> RepairReport:
+        """Re-verify every stored blob and manifest.
+
+        Blobs missing from storage are reported; corrupt blobs are reported and removed from
+        storage so they are never served (a sync fetches them again).
+        """
+        missing: list[str] = []
+        corrupt: list[str] = []
+        checked = 0
+        async for record in self.metadata.iter_blobs():
+            checked += 1
+            digest = Digest.parse(record.digest)
+            if await self.blobs.stat(digest) is None:
+                missing.append(record.digest)
+                continue
+            h = hashlib.new(digest.algorithm)
+            size = 0
+            async for chunk in self.blobs.open(digest):
+                h.update(chunk)
+                size += len(chunk)
+            if h.hexdigest() != digest.hex or size != record.size:
+                log.warning("blob %s is corrupt in storage; removing it", digest)
+                corrupt.append(record.digest)
+                await self.blobs.delete(digest)
+        manifests_checked = 0
+        corrupt_manifests: list[str] = []
+        async for digest_str in self.metadata.iter_manifest_digests():
+            manifests_checked += 1
+            record = await self.metadata.get_manifest(digest_str)
+            assert record is not None
+            try:
+                parse_manifest(record.data, record.media_type, expected=Digest.parse(digest_str))
+            except (DigestMismatch, InvalidError):
+                corrupt_manifests.append(digest_str)
+        return RepairReport(
+            checked=checked,
+            missing=tuple(missing),
+            corrupt=tuple(corrupt),
+            manifests_checked=manifests_checked,
+            corrupt_manifests=tuple(corrupt_manifests),
+        )
+
+
+def _check_repository_name(name: str) -> None:
+    # Pulp allows any name; only the distribution's base path must follow the OCI name rules.
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise InvalidName("a repository name must be 1-255 characters")
+    if name.strip() != name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidName(f"repository name {name!r} has outer spaces or control characters")
+
+
+def _check_base_path(base_path: str) -> None:
+    validate_repository_name(base_path)
+
+
+def _check_retain(value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise InvalidError(f"retain_repo_versions must be an integer >= 1, got {value!r}")

@@ -1,0 +1,45 @@
+"""Shared fixtures: backends (SQLite, PostgreSQL; file, memory, S3) and generated images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.postgres import postgres_url  # noqa: F401
+from fixtures.s3 import s3_server, s3_storage  # noqa: F401
+
+import ocimirror
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each metadata backend in turn: an SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'metadata.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def registry(database_url: str, tmp_path: Path) -> Iterator[ocimirror.Registry]:
+    """A blocking registry over each metadata backend, with blobs in files."""
+    reg = ocimirror.open(
+        database_url=database_url, storage_url=(tmp_path / "blobs").as_uri()
+    )
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """Each blob backend in turn, as (storage_url, storage_options)."""
+    if request.param == "file":
+        return (tmp_path / "blobs").as_uri(), {}
+    if request.param == "memory":
+        return f"memory://ocimirror-{id(request)}-{tmp_path.name}", {}
+    s3: tuple[str, dict[str, Any]] = request.getfixturevalue("s3_storage")
+    return s3
