@@ -321,20 +321,20 @@ class AsyncRegistry:
         """
         cutoff = datetime.now(UTC) - grace
         counts = await self.metadata.delete_orphans(cutoff)
-        for digest in counts.blobs:
-            await self.blobs.delete(Digest.parse(digest))
+        for orphan in counts.blobs:
+            await self.blobs.delete(Digest.parse(orphan))
         stray = uploads = 0
         if isinstance(self.blobs, BlobLister):
             stored: list[tuple[Digest, datetime | None]] = [
                 item async for item in self.blobs.list_blobs()
             ]
             known = await self.metadata.known_blob_digests([str(d) for d, _ in stored])
-            for digest, modified in stored:
-                if str(digest) in known:
+            for stored_digest, modified in stored:
+                if str(stored_digest) in known:
                     continue
                 if modified is not None and modified > cutoff:
                     continue
-                if await self.blobs.delete(digest):
+                if await self.blobs.delete(stored_digest):
                     stray += 1
             uploads = await self.blobs.cleanup_uploads(older_than=grace)
         report = CleanupReport(
@@ -375,10 +375,12 @@ class AsyncRegistry:
         corrupt_manifests: list[str] = []
         async for digest_str in self.metadata.iter_manifest_digests():
             manifests_checked += 1
-            record = await self.metadata.get_manifest(digest_str)
-            assert record is not None
+            manifest = await self.metadata.get_manifest(digest_str)
+            assert manifest is not None
             try:
-                parse_manifest(record.data, record.media_type, expected=Digest.parse(digest_str))
+                parse_manifest(
+                    manifest.data, manifest.media_type, expected=Digest.parse(digest_str)
+                )
             except (DigestMismatch, InvalidError):
                 corrupt_manifests.append(digest_str)
         return RepairReport(

@@ -177,7 +177,9 @@ class AsyncRepository:
             self.name, number, "container.manifest", str(digest)
         )
 
-    async def has_blob(self, digest: Digest, version: int | RepositoryVersion | None = None) -> bool:
+    async def has_blob(
+        self, digest: Digest, version: int | RepositoryVersion | None = None
+    ) -> bool:
         """Whether the version holds that blob."""
         number = await self._number(version)
         return await self._registry.metadata.has_content(
@@ -230,7 +232,7 @@ class AsyncRepository:
         blobs = [str(d) for d in add_blobs]
         plan_m: list[str] = []
         plan_b: list[str] = []
-        for digest in [*tags.values(), *manifests]:
+        for digest in dict.fromkeys([*tags.values(), *manifests]):
             m, b = await self.closure(digest)
             plan_m += m
             plan_b += b
@@ -248,12 +250,9 @@ class AsyncRepository:
                 manifests=[str(d) for d in remove_manifests],
                 blobs=[str(d) for d in remove_blobs],
             )
-            for blob in dict.fromkeys(plan_b):
-                await builder.add("container.blob", blob)
-            for manifest in dict.fromkeys(plan_m):
-                await builder.add("container.manifest", manifest)
-            for name, digest in tags.items():
-                await builder.add("container.tag", name, digest)
+            await builder.add_many("container.blob", dict.fromkeys(plan_b))
+            await builder.add_many("container.manifest", dict.fromkeys(plan_m))
+            await builder.add_many("container.tag", tags)
         assert builder.result is not None
         await self.refresh()
         return RepositoryVersion.from_record(builder.result)

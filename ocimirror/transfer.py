@@ -113,9 +113,13 @@ async def import_layout(
 
 def _bridge(agen: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
     """Pull an async iterator from a worker thread, one chunk at a time."""
+
+    async def step() -> bytes:
+        return await anext(agen)
+
     while True:
         try:
-            yield asyncio.run_coroutine_threadsafe(agen.__anext__(), loop).result()
+            yield asyncio.run_coroutine_threadsafe(step(), loop).result()
         except StopAsyncIteration:
             return
 
@@ -154,6 +158,7 @@ async def export_layout(
     written_manifests: set[str] = set()
     written_blobs: set[str] = set()
     try:
+
         async def write_manifest(digest: str) -> dict[str, Any]:
             manifest = await registry.get_manifest(Digest.parse(digest))
             if digest not in written_manifests:
@@ -164,9 +169,7 @@ async def export_layout(
                     if key in written_blobs or not await registry.has_blob(blob.digest):
                         continue  # foreign layers are not stored
                     chunks = _bridge(aiter(registry.blobs.open(blob.digest)), loop)
-                    await asyncio.to_thread(
-                        writer.write_blob, blob.digest, chunks, size=blob.size
-                    )
+                    await asyncio.to_thread(writer.write_blob, blob.digest, chunks, size=blob.size)
                     written_blobs.add(key)
                 await asyncio.to_thread(writer.write_blob, manifest.digest, [manifest.raw])
                 written_manifests.add(digest)

@@ -25,9 +25,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def registry(database_url: str, tmp_path: Path) -> Iterator[ocimirror.Registry]:
     """A blocking registry over each metadata backend, with blobs in files."""
-    reg = ocimirror.open(
-        database_url=database_url, storage_url=(tmp_path / "blobs").as_uri()
-    )
+    reg = ocimirror.open(database_url=database_url, storage_url=(tmp_path / "blobs").as_uri())
     try:
         yield reg
     finally:

@@ -294,8 +294,9 @@ def test_a_version_served_by_a_distribution_is_kept(
 ) -> None:
     repo = registry.create_repository("foo")
     repo.tag("a", images["a"])
-    registry.create_distribution("pinned", base_path="foo/pinned", repository="foo",
-                                 repository_version=1)
+    registry.create_distribution(
+        "pinned", base_path="foo/pinned", repository="foo", repository_version=1
+    )
     repo.tag("b", images["b"])
     with pytest.raises(Conflict):
         repo.delete_version(1)
@@ -377,9 +378,7 @@ def test_repair_finds_corrupt_and_missing_blobs(
     assert not path.exists()
 
 
-def test_concurrent_writers_never_interleave_a_version(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_concurrent_writers_never_interleave_a_version(database_url: str, tmp_path: Path) -> None:
     storage = (tmp_path / "blobs").as_uri()
     first = ocimirror.open(database_url=database_url, storage_url=storage)
     second = ocimirror.open(database_url=database_url, storage_url=storage)

@@ -38,7 +38,9 @@ __all__ = [
     "VersionStore",
 ]
 
-ContentType = Literal["container.blob", "container.manifest", "container.tag", "container.signature"]
+ContentType = Literal[
+    "container.blob", "container.manifest", "container.tag", "container.signature"
+]
 
 #: The content types a repository version holds, in display order.
 CONTENT_TYPES: tuple[ContentType, ...] = (
@@ -271,6 +273,10 @@ class VersionBuilder(Protocol):
         """Add content (for tags: ``key`` is the name, ``value`` the digest); True if new."""
         ...
 
+    async def add_many(self, content_type: ContentType, items: Mapping[str, str | None]) -> int:
+        """Add many keys at once (tags: name -> digest, others: digest -> None); count new."""
+        ...
+
     async def remove(self, content_type: ContentType, key: str) -> bool:
         """Remove content (for tags: by name); True if it was present."""
         ...
@@ -298,4 +304,3 @@ class VersionBuilder(Protocol):
     async def all_keys(self, content_type: ContentType) -> set[str]:
         """Every key of a content type in the version being built (O(content); for mirror sets)."""
         ...
-

@@ -136,7 +136,7 @@ def build_metadata() -> sa.MetaData:
         sa.Column("value", sa.String(255)),
         sa.Column("version_added", sa.Integer, nullable=False),
         sa.Column("version_removed", sa.Integer),
-        sa.Index("ix_content_key", "repository_id", "content_type", "key"),
+        sa.Index("ix_content_key", "repository_id", "content_type", "key", "version_removed"),
         sa.Index("ix_content_value", "repository_id", "content_type", "value"),
         sa.Index("ix_content_added", "repository_id", "version_added"),
         sa.Index("ix_content_removed", "repository_id", "version_removed"),
@@ -284,9 +284,7 @@ class SQLMetadataStore:
 
     def _sqlite_engine(self, *, immediate: bool) -> AsyncEngine:
         assert self._raw_url is not None
-        engine = create_async_engine(
-            self._raw_url, connect_args={"timeout": self._busy_timeout}
-        )
+        engine = create_async_engine(self._raw_url, connect_args={"timeout": self._busy_timeout})
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -361,18 +359,14 @@ class SQLMetadataStore:
                 yield conn
         except OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise RepositoryBusy(
-                    "the database is busy with another writer; try again"
-                ) from exc
+                raise RepositoryBusy("the database is busy with another writer; try again") from exc
             raise
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        assert self._reader is not None or self._writer
         reader = self._reader or self._writer
-        async with reader.connect() as conn:
-            async with conn.begin():
-                yield conn
+        async with reader.connect() as conn, conn.begin():
+            yield conn
 
     # -- repositories ------------------------------------------------------------------------
 
@@ -636,12 +630,16 @@ class SQLMetadataStore:
 
     async def _apply_retention(self, conn: AsyncConnection, repo_id: int, retain: int) -> None:
         numbers = (
-            await conn.execute(
-                sa.select(self._versions.c.number)
-                .where(self._versions.c.repository_id == repo_id)
-                .order_by(self._versions.c.number.desc())
+            (
+                await conn.execute(
+                    sa.select(self._versions.c.number)
+                    .where(self._versions.c.repository_id == repo_id)
+                    .order_by(self._versions.c.number.desc())
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         pinned = set(
             (
                 await conn.execute(
@@ -996,36 +994,48 @@ class SQLMetadataStore:
                 .exists()
             )
             manifests = (
-                await conn.execute(
-                    sa.select(m.c.digest).where(
-                        m.c.touched < older_than,
-                        ~member("container.manifest", m.c.digest),
-                        ~held_parent,
+                (
+                    await conn.execute(
+                        sa.select(m.c.digest).where(
+                            m.c.touched < older_than,
+                            ~member("container.manifest", m.c.digest),
+                            ~held_parent,
+                        )
                     )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             for i in range(0, len(manifests), 500):
                 chunk = manifests[i : i + 500]
                 await conn.execute(refs.delete().where(refs.c.parent.in_(chunk)))
                 await conn.execute(m.delete().where(m.c.digest.in_(chunk)))
             signatures = (
-                await conn.execute(
-                    s.delete()
-                    .where(s.c.touched < older_than, ~member("container.signature", s.c.digest))
-                    .returning(s.c.digest)
-                )
-            ).scalars().all()
-            blobs = (
-                await conn.execute(
-                    b.delete()
-                    .where(
-                        b.c.touched < older_than,
-                        ~member("container.blob", b.c.digest),
-                        ~sa.exists().where(refs.c.child == b.c.digest),
+                (
+                    await conn.execute(
+                        s.delete()
+                        .where(s.c.touched < older_than, ~member("container.signature", s.c.digest))
+                        .returning(s.c.digest)
                     )
-                    .returning(b.c.digest)
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
+            blobs = (
+                (
+                    await conn.execute(
+                        b.delete()
+                        .where(
+                            b.c.touched < older_than,
+                            ~member("container.blob", b.c.digest),
+                            ~sa.exists().where(refs.c.child == b.c.digest),
+                        )
+                        .returning(b.c.digest)
+                    )
+                )
+                .scalars()
+                .all()
+            )
         return CleanupCounts(
             manifests=len(manifests), blobs=list(blobs), signatures=len(signatures)
         )
@@ -1179,6 +1189,9 @@ class SQLMetadataStore:
                 raise DistributionNotFound(f"no distribution named {name!r}")
 
 
+_CHUNK = 500  # keys per IN (...) list: well under every engine's bind-parameter limit
+
+
 def _ordered(counts: Mapping[str, int]) -> dict[str, int]:
     return {ct: counts[ct] for ct in CONTENT_TYPES if counts.get(ct)}
 
@@ -1209,7 +1222,7 @@ class SQLVersionBuilder:
         rc = self._store._rc
         return sa.and_(rc.c.repository_id == self._repo.id, rc.c.content_type == content_type)
 
-    async def _current(self, content_type: str, key: str) -> sa.Row[Any] | None:
+    async def _current(self, content_type: str, key: str) -> Any:
         rc = self._store._rc
         return (
             await self._conn.execute(
@@ -1221,49 +1234,75 @@ class SQLVersionBuilder:
 
     async def add(self, content_type: ContentType, key: str, value: str | None = None) -> bool:
         """Add content; a tag (``key`` its name) pointing elsewhere is moved. True if new."""
+        return await self.add_many(content_type, {key: value}) == 1
+
+    async def add_many(self, content_type: ContentType, items: Mapping[str, str | None]) -> int:
+        """Add many keys (tags: name -> digest) with a few set-based statements; count new."""
         rc = self._store._rc
-        current = await self._current(content_type, key)
-        if current is not None:
-            if current.value == value:
-                return False
-            await self.remove(content_type, key)
-        # Removed earlier in this same version with the same value: just undo the removal.
-        undone = await self._conn.execute(
-            rc.update()
-            .where(
-                self._where(content_type),
-                rc.c.key == key,
-                rc.c.version_removed == self.number,
-                rc.c.value == value if value is not None else rc.c.value.is_(None),
+        keys = list(items)
+        present: dict[str, Any] = {}
+        undoable: dict[str, int] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            rows = await self._conn.execute(
+                sa.select(
+                    rc.c.id, rc.c.key, rc.c.value, rc.c.version_added, rc.c.version_removed
+                ).where(
+                    self._where(content_type),
+                    rc.c.key.in_(chunk),
+                    sa.or_(rc.c.version_removed.is_(None), rc.c.version_removed == self.number),
+                )
             )
-            .values(version_removed=None)
-        )
-        if undone.rowcount:
-            return True
-        await self._conn.execute(
-            rc.insert().values(
-                repository_id=self._repo.id,
-                content_type=content_type,
-                key=key,
-                value=value,
-                version_added=self.number,
-                version_removed=None,
+            for row in rows:
+                if row.version_removed is None:
+                    present[row.key] = row
+                elif row.value == items[row.key]:
+                    # Removed earlier in this same version: adding it back undoes that.
+                    undoable[row.key] = row.id
+        moved = [k for k, row in present.items() if row.value != items[k]]
+        await self._retire([present[k] for k in moved])
+        new = [k for k in keys if k not in present or k in moved]
+        undo = [undoable[k] for k in new if k in undoable]
+        for i in range(0, len(undo), _CHUNK):
+            await self._conn.execute(
+                rc.update().where(rc.c.id.in_(undo[i : i + _CHUNK])).values(version_removed=None)
             )
-        )
-        return True
+        inserts = [
+            {
+                "repository_id": self._repo.id,
+                "content_type": content_type,
+                "key": k,
+                "value": items[k],
+                "version_added": self.number,
+                "version_removed": None,
+            }
+            for k in new
+            if k not in undoable
+        ]
+        if inserts:
+            await self._conn.execute(rc.insert(), inserts)
+        return len(new)
+
+    async def _retire(self, rows: list[Any]) -> None:
+        """End present rows at this version (rows added in this same version just go)."""
+        rc = self._store._rc
+        fresh = [r.id for r in rows if r.version_added == self.number]
+        old = [r.id for r in rows if r.version_added != self.number]
+        for i in range(0, len(fresh), _CHUNK):
+            await self._conn.execute(rc.delete().where(rc.c.id.in_(fresh[i : i + _CHUNK])))
+        for i in range(0, len(old), _CHUNK):
+            await self._conn.execute(
+                rc.update()
+                .where(rc.c.id.in_(old[i : i + _CHUNK]))
+                .values(version_removed=self.number)
+            )
 
     async def remove(self, content_type: ContentType, key: str) -> bool:
         """Remove content (tags by name); True if it was present."""
-        rc = self._store._rc
         current = await self._current(content_type, key)
         if current is None:
             return False
-        if current.version_added == self.number:
-            await self._conn.execute(rc.delete().where(rc.c.id == current.id))
-        else:
-            await self._conn.execute(
-                rc.update().where(rc.c.id == current.id).values(version_removed=self.number)
-            )
+        await self._retire([current])
         return True
 
     async def present(self, content_type: ContentType, key: str) -> bool:

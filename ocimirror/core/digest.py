@@ -1,4 +1,4 @@
-"""Content digests (``sha256:<64 hex>``, ``sha512:<128 hex>``), as the OCI image-spec defines them."""
+"""Content digests (``sha256:<64 hex>``, ``sha512:<128 hex>``), as the OCI image-spec defines."""
 
 from __future__ import annotations
 
