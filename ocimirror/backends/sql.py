@@ -496,17 +496,7 @@ class SQLMetadataStore:
         async with self._read() as conn:
             repo = await self._get_repo(conn, repository)
             want = repo.latest_version if number is None else number
-            row = (
-                await conn.execute(
-                    sa.select(self._versions).where(
-                        self._versions.c.repository_id == repo.id,
-                        self._versions.c.number == want,
-                        self._versions.c.complete.is_(True),
-                    )
-                )
-            ).first()
-            if row is None:
-                raise VersionNotFound(f"repository {repository!r} has no version {want}")
+            row = await self._require_version(conn, repo, want)
             return self._version_record(repository, row)
 
     async def list_versions(self, repository: str) -> list[VersionRecord]:
