@@ -117,6 +117,7 @@ class Repository(_Facade):
     untag = _blocking(AsyncRepository.untag)
     copy_tags = _blocking(AsyncRepository.copy_tags)
     copy_manifests = _blocking(AsyncRepository.copy_manifests)
+    sync = _blocking(AsyncRepository.sync)
     import_layout = _blocking(AsyncRepository.import_layout)
     export_layout = _blocking(AsyncRepository.export_layout)
 
@@ -154,6 +155,7 @@ class Registry(_Facade):
     put_blob = _blocking(AsyncRegistry.put_blob)
     put_manifest = _blocking(AsyncRegistry.put_manifest)
     get_manifest = _blocking(AsyncRegistry.get_manifest)
+    sync_all = _blocking(AsyncRegistry.sync_all)
     orphan_cleanup = _blocking(AsyncRegistry.orphan_cleanup)
     repair = _blocking(AsyncRegistry.repair)
 

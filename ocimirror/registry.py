@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -27,8 +27,11 @@ from ocimirror.errors import (
     InvalidName,
     ManifestNotFound,
 )
-from ocimirror.remote import Remote
+from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.repository import AsyncRepository
+
+if TYPE_CHECKING:
+    from ocimirror.sync import SyncProgress, SyncResult
 
 __all__ = ["AsyncRegistry", "CleanupReport", "RepairReport"]
 
@@ -309,6 +312,29 @@ class AsyncRegistry:
         if record is None:
             raise ManifestNotFound(f"manifest {digest} is not stored")
         return parse_manifest(record.data, record.media_type)
+
+    # -- sync --------------------------------------------------------------------------------
+
+    async def sync_all(
+        self,
+        repositories: Iterable[str] | None = None,
+        *,
+        policy: SyncPolicy | None = None,
+        mirror: bool | None = None,
+        concurrency: int = 32,
+        progress: Callable[[SyncProgress], None] | None = None,
+    ) -> dict[str, SyncResult | BaseException]:
+        """Sync many repositories (default: all with a remote) concurrently, one shared budget.
+
+        Each gets its own version; a failure is returned in place of that repository's result.
+        """
+        from ocimirror.sync import sync_all
+
+        if mirror is not None:
+            policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
+        return await sync_all(
+            self, repositories, policy=policy, concurrency=concurrency, progress=progress
+        )
 
     # -- maintenance -------------------------------------------------------------------------
 

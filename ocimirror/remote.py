@@ -64,7 +64,8 @@ class Remote:
 
     ``include_tags`` and ``exclude_tags`` are fnmatch-style patterns matched against the whole
     tag; exclude wins over include; an include entry ``sha256:<hex>`` selects that digest,
-    untagged. The password never appears in reprs or JSON output.
+    untagged. Foreign (non-distributable) layers are not downloaded unless
+    ``include_foreign_layers``. The password never appears in reprs or JSON output.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -87,6 +88,7 @@ class Remote:
     max_retries: int = attrs.field(default=3, validator=_non_negative)
     rate_limit: float | None = attrs.field(default=None, validator=_positive)
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    include_foreign_layers: bool = False
 
     def wants_tag(self, tag: str) -> bool:
         """Whether a tag passes the include and exclude filters."""

@@ -7,21 +7,26 @@ removing, which keeps whatever other remaining content still references.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from ocimirror.backends.metadata import RepositoryRecord
 from ocimirror.backends.sql import SQLVersionBuilder
 from ocimirror.core.digest import Digest
 from ocimirror.core.reference import validate_tag
 from ocimirror.errors import BlobNotFound, ManifestNotFound, TagNotFound
+from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.versions import RepositoryVersion
 
 if TYPE_CHECKING:
     import os
 
     from ocimirror.registry import AsyncRegistry
+    from ocimirror.sync import SyncProgress, SyncResult
     from ocimirror.transfer import ExportReport
+    from ocimirror.upstream import RegistryClient
 
 __all__ = ["AsyncRepository"]
 
@@ -340,6 +345,31 @@ class AsyncRepository:
         if isinstance(source, RepositoryVersion):
             return await self._registry.repository(source.repository), source.number
         return source, (await source.version()).number
+
+    # -- sync --------------------------------------------------------------------------------
+
+    async def sync(
+        self,
+        remote: Remote | str | None = None,
+        *,
+        policy: SyncPolicy | None = None,
+        mirror: bool | None = None,
+        progress: Callable[[SyncProgress], None] | None = None,
+        client: RegistryClient | None = None,
+    ) -> SyncResult:
+        """Sync from a remote (default: this repository's remote); see :mod:`ocimirror.sync`.
+
+        ``mirror=True`` is a shortcut for ``policy=SyncPolicy(mirror=True)``.
+        """
+        from ocimirror.sync import sync_repository
+
+        if mirror is not None:
+            policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
+        result = await sync_repository(
+            self._registry, self.name, remote, policy=policy, progress=progress, client=client
+        )
+        await self.refresh()
+        return result
 
     # -- transfer ----------------------------------------------------------------------------
 

@@ -8,6 +8,14 @@ from typing import Any
 
 import pytest
 from fixtures.postgres import postgres_url  # noqa: F401
+from fixtures.registry import (  # noqa: F401
+    docker_registry,
+    docker_registry_basic,
+    docker_registry_factory,
+    docker_registry_token,
+    docker_registry_token_session,
+    registry_name,
+)
 from fixtures.s3 import s3_server, s3_storage  # noqa: F401
 
 import ocimirror

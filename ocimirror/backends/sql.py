@@ -13,7 +13,7 @@ takes the database's single write lock). Readers see committed versions only.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -188,6 +188,21 @@ def build_metadata() -> sa.MetaData:
         sa.Column("fields", sa.JSON, nullable=False),
         sa.Column("created", UTCDateTime, nullable=False),
     )
+    # One row while a sync (or another long job) owns a repository; shared by every process.
+    sa.Table(
+        "repository_leases",
+        md,
+        sa.Column(
+            "repository_id",
+            sa.Integer,
+            sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("purpose", sa.String(64), nullable=False),
+        sa.Column("acquired", UTCDateTime, nullable=False),
+        sa.Column("expires", UTCDateTime, nullable=False),
+    )
     sa.Table(
         "distributions",
         md,
@@ -247,6 +262,7 @@ class SQLMetadataStore:
         self._remotes = t["remotes"]
         self._dists = t["distributions"]
         self._schema = t["ocimirror_schema"]
+        self._leases = t["repository_leases"]
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
 
@@ -836,6 +852,162 @@ class SQLMetadataStore:
             except SAIntegrityError:
                 pass  # another writer inserted it first; same content by definition
 
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING on either engine."""
+        if self._writer.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+
+    async def record_content(
+        self,
+        *,
+        blobs: Sequence[tuple[str, int, str | None]] = (),
+        manifests: Sequence[
+            tuple[ManifestRecord, list[tuple[str, str, dict[str, Any] | None]]]
+        ] = (),
+        touch_manifests: Sequence[str] = (),
+        touch_blobs: Sequence[str] = (),
+    ) -> None:
+        """Record many blobs and manifests (with references) and touch reused content, in one
+        transaction. Existing rows are kept (same digest, same content) and touched."""
+        now = _now()
+        async with self._write() as conn:
+            touched_b = [d for d, _, _ in blobs] + list(touch_blobs)
+            touched_m = [m.digest for m, _ in manifests] + list(touch_manifests)
+            for table, keys in ((self._blobs, touched_b), (self._manifests, touched_m)):
+                for i in range(0, len(keys), _CHUNK):
+                    await conn.execute(
+                        table.update()
+                        .where(table.c.digest.in_(keys[i : i + _CHUNK]))
+                        .values(touched=now)
+                    )
+            if blobs:
+                await conn.execute(
+                    self._insert_ignore(self._blobs),
+                    [
+                        {"digest": d, "size": size, "media_type": mt, "touched": now}
+                        for d, size, mt in blobs
+                    ],
+                )
+            if manifests:
+                await conn.execute(
+                    self._insert_ignore(self._manifests),
+                    [
+                        {
+                            "digest": m.digest,
+                            "media_type": m.media_type,
+                            "data": m.data,
+                            "artifact_type": m.artifact_type,
+                            "subject": m.subject,
+                            "touched": now,
+                        }
+                        for m, _ in manifests
+                    ],
+                )
+                refs = [
+                    {
+                        "parent": m.digest,
+                        "position": i,
+                        "child": child,
+                        "kind": kind,
+                        "platform": platform,
+                    }
+                    for m, children in manifests
+                    for i, (child, kind, platform) in enumerate(children)
+                ]
+                if refs:
+                    await conn.execute(self._insert_ignore(self._refs), refs)
+
+    async def references_many(self, digests: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """parent -> [(child, kind), ...] for many stored manifests at once."""
+        async with self._read() as conn:
+            return await _references(conn, self._refs, digests)
+
+    async def existing_manifests(self, digests: list[str]) -> set[str]:
+        """Which of ``digests`` are stored manifests."""
+        found: set[str] = set()
+        async with self._read() as conn:
+            for i in range(0, len(digests), _CHUNK):
+                rows = await conn.execute(
+                    sa.select(self._manifests.c.digest).where(
+                        self._manifests.c.digest.in_(digests[i : i + _CHUNK])
+                    )
+                )
+                found.update(rows.scalars())
+        return found
+
+    # -- leases --------------------------------------------------------------------------------
+
+    async def acquire_lease(
+        self,
+        repository: str,
+        *,
+        holder: str,
+        purpose: str,
+        ttl: float,
+        is_stale: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Take the repository's lease, or raise RepositoryBusy naming who holds it.
+
+        An expired lease (its holder died without releasing it) is taken over, and so is one
+        whose holder ``is_stale`` says is gone (a process on this host that no longer runs).
+        """
+        now = _now()
+        expires = datetime.fromtimestamp(now.timestamp() + ttl, UTC)
+        async with self._write() as conn:
+            repo = await self._get_repo(conn, repository, lock=True)
+            current = (
+                await conn.execute(
+                    sa.select(self._leases).where(self._leases.c.repository_id == repo.id)
+                )
+            ).first()
+            if (
+                current is not None
+                and current.expires > now
+                and current.holder != holder
+                and not (is_stale is not None and is_stale(current.holder))
+            ):
+                raise RepositoryBusy(
+                    f"repository {repository!r} is busy: a {current.purpose} by "
+                    f"{current.holder} holds it since {current.acquired.isoformat()}"
+                )
+            await conn.execute(self._leases.delete().where(self._leases.c.repository_id == repo.id))
+            await conn.execute(
+                self._leases.insert().values(
+                    repository_id=repo.id,
+                    holder=holder,
+                    purpose=purpose,
+                    acquired=now,
+                    expires=expires,
+                )
+            )
+
+    async def renew_lease(self, repository: str, *, holder: str, ttl: float) -> bool:
+        """Extend a lease this holder owns; False if it was lost."""
+        expires = datetime.fromtimestamp(_now().timestamp() + ttl, UTC)
+        async with self._write() as conn:
+            repo = await self._get_repo(conn, repository)
+            result = await conn.execute(
+                self._leases.update()
+                .where(self._leases.c.repository_id == repo.id, self._leases.c.holder == holder)
+                .values(expires=expires)
+            )
+            return bool(result.rowcount)
+
+    async def release_lease(self, repository: str, *, holder: str) -> None:
+        """Give a lease back (nothing happens if this holder does not own it)."""
+        async with self._write() as conn:
+            repo = await self._get_repo(conn, repository)
+            await conn.execute(
+                self._leases.delete().where(
+                    self._leases.c.repository_id == repo.id, self._leases.c.holder == holder
+                )
+            )
+
     async def add_blob(self, digest: str, size: int, media_type: str | None = None) -> None:
         """Record a blob now in the blob store; refreshes its orphan grace period."""
         async with self._write() as conn:
@@ -1182,6 +1354,21 @@ class SQLMetadataStore:
 _CHUNK = 500  # keys per IN (...) list: well under every engine's bind-parameter limit
 
 
+async def _references(
+    conn: AsyncConnection, refs: sa.Table, digests: list[str]
+) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for i in range(0, len(digests), _CHUNK):
+        rows = await conn.execute(
+            sa.select(refs.c.parent, refs.c.child, refs.c.kind)
+            .where(refs.c.parent.in_(digests[i : i + _CHUNK]))
+            .order_by(refs.c.parent, refs.c.position)
+        )
+        for parent, child, kind in rows:
+            out.setdefault(parent, []).append((child, kind))
+    return out
+
+
 def _ordered(counts: Mapping[str, int]) -> dict[str, int]:
     return {ct: counts[ct] for ct in CONTENT_TYPES if counts.get(ct)}
 
@@ -1295,6 +1482,47 @@ class SQLVersionBuilder:
         await self._retire([current])
         return True
 
+    async def remove_many(self, content_type: ContentType, keys: list[str]) -> int:
+        """Remove many keys (tags by name) at once; count those that were present."""
+        rc = self._store._rc
+        rows: list[Any] = []
+        for i in range(0, len(keys), _CHUNK):
+            result = await self._conn.execute(
+                sa.select(rc.c.id, rc.c.version_added).where(
+                    self._where(content_type),
+                    rc.c.key.in_(keys[i : i + _CHUNK]),
+                    rc.c.version_removed.is_(None),
+                )
+            )
+            rows.extend(result)
+        await self._retire(rows)
+        return len(rows)
+
+    async def closure_many(self, roots: list[str]) -> tuple[set[str], set[str]]:
+        """(manifests, blobs) reachable from stored manifests ``roots``, level by level."""
+        manifests: set[str] = set()
+        blobs: set[str] = set()
+        level = [r for r in dict.fromkeys(roots)]
+        while level:
+            manifests.update(level)
+            refs = await _references(self._conn, self._store._refs, level)
+            following: list[str] = []
+            for children in refs.values():
+                for child, kind in children:
+                    if kind == "manifest" and child not in manifests:
+                        following.append(child)
+                    elif kind == "blob":
+                        blobs.add(child)
+            level = list(dict.fromkeys(following))
+        return manifests, blobs
+
+    async def set_mirror(self, mirror: bool = True) -> None:
+        """Mark the repository as a mirror (synced from a remote) in the same transaction."""
+        repos = self._store._repos
+        await self._conn.execute(
+            repos.update().where(repos.c.id == self._repo.id).values(mirror=mirror)
+        )
+
     async def present(self, content_type: ContentType, key: str) -> bool:
         """Whether the version being built holds that content."""
         return await self._current(content_type, key) is not None
@@ -1345,6 +1573,20 @@ class SQLVersionBuilder:
             )
         )
         return list(rows.scalars())
+
+    async def signature_targets(self) -> dict[str, str]:
+        """Signature digest -> signed manifest digest, for the version being built."""
+        rc, s = self._store._rc, self._store._sigs
+        rows = await self._conn.execute(
+            sa.select(s.c.digest, s.c.manifest_digest).where(
+                sa.exists().where(
+                    self._where("container.signature"),
+                    rc.c.key == s.c.digest,
+                    rc.c.version_removed.is_(None),
+                )
+            )
+        )
+        return {d: m for d, m in rows}
 
     async def all_keys(self, content_type: ContentType) -> set[str]:
         """Every key of a content type in the version being built."""

@@ -1,0 +1,486 @@
+"""The ``ocimirror`` command line, with the Pulp CLI's verbs.
+
+JSON goes to stdout; progress and logs go to stderr; a failure prints one line and exits
+non-zero (1 for an error, 2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ocimirror.errors import InvalidError, OcimirrorError
+from ocimirror.registry import AsyncRegistry
+from ocimirror.remote import POLICIES, Remote, SyncPolicy
+
+if TYPE_CHECKING:
+    from ocimirror.sync import SyncProgress, SyncResult
+
+__all__ = ["main"]
+
+Handler = Callable[[AsyncRegistry, argparse.Namespace], Coroutine[Any, Any, Any]]
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit status 2)."""
+
+
+def _print(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _patterns(values: list[str] | None) -> list[str] | None:
+    """Repeated ``--include-tags P`` options, each a pattern or a JSON list (as Pulp's CLI)."""
+    if values is None:
+        return None
+    patterns: list[str] = []
+    for value in values:
+        if value.lstrip().startswith("["):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"not a JSON list: {value!r} ({exc.msg})") from None
+            if not isinstance(parsed, list) or not all(isinstance(p, str) for p in parsed):
+                raise UsageError(f"expected a JSON list of strings: {value!r}")
+            patterns.extend(parsed)
+        else:
+            patterns.append(value)
+    return patterns
+
+
+# -- repositories ------------------------------------------------------------------------------
+
+
+async def repository_create(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    repo = await reg.create_repository(
+        args.name,
+        description=args.description,
+        retain_repo_versions=args.retain_repo_versions,
+        remote=args.remote,
+    )
+    return repo.to_json()
+
+
+async def repository_list(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return [r.to_json() for r in await reg.repositories()]
+
+
+async def repository_show(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return (await reg.repository(args.name)).to_json()
+
+
+async def repository_update(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    fields: dict[str, Any] = {}
+    if args.remote is not None:
+        fields["remote"] = args.remote or None
+    if args.retain_repo_versions is not None:
+        fields["retain_repo_versions"] = args.retain_repo_versions or None
+    if args.description is not None:
+        fields["description"] = args.description
+    repo = await reg.repository(args.name)
+    return (await repo.update(**fields)).to_json()
+
+
+async def repository_destroy(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    await reg.delete_repository(args.name)
+    return None
+
+
+async def repository_version_list(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    repo = await reg.repository(args.repository)
+    return [v.to_json() for v in await repo.versions()]
+
+
+async def repository_version_show(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    repo = await reg.repository(args.repository)
+    return (await repo.version(args.version)).to_json()
+
+
+async def repository_version_destroy(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    repo = await reg.repository(args.repository)
+    await repo.delete_version(args.version)
+    return None
+
+
+class _Bars:
+    """Live progress on stderr (tqdm), one line per repository."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, p: SyncProgress) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self._bars.get(p.repository)
+        if bar is None:
+            bar = tqdm(
+                total=p.tags_total or None,
+                desc=p.repository,
+                unit="tag",
+                file=sys.stderr,
+                leave=True,
+                dynamic_ncols=True,
+            )
+            self._bars[p.repository] = bar
+        if p.tags_total and bar.total != p.tags_total:
+            bar.total = p.tags_total
+        bar.n = p.tags_done
+        bar.set_postfix_str(
+            f"{p.phase} manifests {p.manifests_downloaded}+{p.manifests_reused} "
+            f"blobs {p.blobs_downloaded}+{p.blobs_reused} "
+            f"{p.bytes_downloaded / 1e6:.1f} MB",
+            refresh=True,
+        )
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def _sync_failure(result: SyncResult) -> str | None:
+    if result.ok:
+        return None
+    first = result.failed[0]
+    what = first.get("tag") or first.get("digest")
+    return f"{result.repository}: {len(result.failed)} failed, first {what}: {first['error']}"
+
+
+async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    policy = SyncPolicy(mirror=args.mirror)
+    bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty())
+    try:
+        if args.all:
+            results = await reg.sync_all(policy=policy, concurrency=args.concurrency, progress=bars)
+            out: list[dict[str, Any]] = []
+            errors: list[str] = []
+            for name, result in results.items():
+                if isinstance(result, BaseException):
+                    out.append({"repository": name, "error": f"{type(result).__name__}: {result}"})
+                    errors.append(f"{name}: {result}")
+                else:
+                    out.append(result.to_json())
+                    if (problem := _sync_failure(result)) is not None:
+                        errors.append(problem)
+            return _Partial(out, errors)
+        if args.name is None:
+            raise UsageError("repository sync needs --name NAME or --all")
+        repo = await reg.repository(args.name)
+        result = await repo.sync(args.remote, policy=policy, progress=bars)
+        problem = _sync_failure(result)
+        return _Partial(result.to_json(), [problem] if problem else [])
+    finally:
+        bars.close()
+
+
+class _Partial:
+    """Output to print, then errors that make the exit status non-zero."""
+
+    def __init__(self, data: Any, errors: list[str]) -> None:
+        self.data = data
+        self.errors = errors
+
+
+async def repository_import(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    repo = await reg.repository(args.name)
+    return (await repo.import_layout(args.path, tags=args.tag or None)).to_json()
+
+
+async def repository_export(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    repo = await reg.repository(args.name)
+    report = await repo.export_layout(
+        args.path, version=args.version, tags=args.tag or None, tar=args.tar
+    )
+    return {
+        "path": report.path,
+        "tags": report.tags,
+        "manifests": report.manifests,
+        "blobs": report.blobs,
+    }
+
+
+# -- remotes -----------------------------------------------------------------------------------
+
+
+def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in (
+        "url",
+        "upstream_name",
+        "sigstore",
+        "policy",
+        "username",
+        "password",
+        "tls_validation",
+        "proxy_url",
+        "download_concurrency",
+        "max_retries",
+        "rate_limit",
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = value
+    for name in ("include_tags", "exclude_tags"):
+        patterns = _patterns(getattr(args, name, None))
+        if patterns is not None:
+            fields[name] = tuple(patterns)
+    if getattr(args, "ca_cert", None) is not None:
+        fields["ca_cert"] = Path(args.ca_cert).read_text() if args.ca_cert else None
+    return fields
+
+
+async def remote_create(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    remote = Remote(name=args.name, **_remote_fields(args))
+    return (await reg.create_remote(remote)).to_json()
+
+
+async def remote_list(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return [r.to_json() for r in await reg.remotes()]
+
+
+async def remote_show(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return (await reg.remote(args.name)).to_json()
+
+
+async def remote_update(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return (await reg.update_remote(args.name, **_remote_fields(args))).to_json()
+
+
+async def remote_destroy(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    await reg.delete_remote(args.name)
+    return None
+
+
+# -- distributions -----------------------------------------------------------------------------
+
+
+async def distribution_create(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    dist = await reg.create_distribution(
+        args.name,
+        base_path=args.base_path,
+        repository=args.repository,
+        repository_version=args.version,
+        private=args.private,
+        description=args.description,
+    )
+    return dist.to_json()
+
+
+async def distribution_list(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return [d.to_json() for d in await reg.distributions()]
+
+
+async def distribution_show(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return (await reg.distribution(args.name)).to_json()
+
+
+async def distribution_update(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    fields: dict[str, Any] = {}
+    if args.base_path is not None:
+        fields["base_path"] = args.base_path
+    if args.repository is not None:
+        fields["repository"] = args.repository or None
+        fields["repository_version"] = args.version
+    elif args.version is not None:
+        raise UsageError("--version needs --repository")
+    if args.private is not None:
+        fields["private"] = args.private
+    if args.description is not None:
+        fields["description"] = args.description
+    return (await reg.update_distribution(args.name, **fields)).to_json()
+
+
+async def distribution_destroy(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    await reg.delete_distribution(args.name)
+    return None
+
+
+# -- maintenance -------------------------------------------------------------------------------
+
+
+async def orphan_cleanup(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    from datetime import timedelta
+
+    report = await reg.orphan_cleanup(grace=timedelta(seconds=args.protection_time))
+    return report.to_json()
+
+
+async def repair(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    report = await reg.repair()
+    return _Partial(report.to_json(), [] if report.ok else ["repair found damaged content"])
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="ocimirror", description="Mirror and host container images."
+    )
+    parser.add_argument("--home", help="data directory (env OCIMIRROR_HOME)")
+    parser.add_argument("--database-url", help="metadata database (env OCIMIRROR_DATABASE_URL)")
+    parser.add_argument("--storage-url", help="blob storage (env OCIMIRROR_STORAGE_URL)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs on stderr")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def verb(sub: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    # repository
+    repo = groups.add_parser("repository", help="repositories and their versions")
+    rs = repo.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verb(rs, "create", repository_create, "create a repository")
+    p.add_argument("--name", required=True)
+    p.add_argument("--description")
+    p.add_argument("--remote", help="the remote a sync uses by default")
+    p.add_argument("--retain-repo-versions", type=_positive_int)
+    verb(rs, "list", repository_list, "list repositories")
+    for name, handler in (("show", repository_show), ("destroy", repository_destroy)):
+        verb(rs, name, handler, f"{name} a repository").add_argument("--name", required=True)
+    p = verb(rs, "update", repository_update, "change a repository")
+    p.add_argument("--name", required=True)
+    p.add_argument("--description")
+    p.add_argument("--remote", help="'' forgets the remote")
+    p.add_argument("--retain-repo-versions", type=_positive_int, help="0 keeps every version")
+    p = verb(rs, "sync", repository_sync, "sync from a remote")
+    p.add_argument("--name")
+    p.add_argument("--all", action="store_true", help="every repository that has a remote")
+    p.add_argument("--remote", help="default: the repository's own remote")
+    p.add_argument("--mirror", action="store_true", help="remove what upstream no longer has")
+    p.add_argument("--concurrency", type=int, default=32, help="shared budget with --all")
+    p.add_argument("--no-progress", action="store_true")
+    p = verb(rs, "import", repository_import, "import an OCI image layout (dir or tar)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--path", required=True)
+    p.add_argument("--tag", action="append", help="only these tags (repeat)")
+    p = verb(rs, "export", repository_export, "export a version to an OCI image layout")
+    p.add_argument("--name", required=True)
+    p.add_argument("--path", required=True)
+    p.add_argument("--version", type=int)
+    p.add_argument("--tag", action="append", help="only these tags (repeat)")
+    p.add_argument("--tar", action="store_true")
+    version = rs.add_parser("version", help="repository versions")
+    vs = version.add_subparsers(dest="version_verb", required=True, metavar="VERB")
+    verb(vs, "list", repository_version_list, "list versions, newest first").add_argument(
+        "--repository", required=True
+    )
+    for name, handler in (
+        ("show", repository_version_show),
+        ("destroy", repository_version_destroy),
+    ):
+        p = verb(vs, name, handler, f"{name} a version")
+        p.add_argument("--repository", required=True)
+        p.add_argument("--version", type=int, required=True)
+
+    # remote
+    remote = groups.add_parser("remote", help="where content comes from")
+    ms = remote.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, handler in (("create", remote_create), ("update", remote_update)):
+        p = verb(ms, name, handler, f"{name} a remote")
+        p.add_argument("--name", required=True)
+        p.add_argument("--url", required=name == "create")
+        p.add_argument("--upstream-name", required=name == "create")
+        p.add_argument("--include-tags", action="append", metavar="PATTERN")
+        p.add_argument("--exclude-tags", action="append", metavar="PATTERN")
+        p.add_argument("--sigstore")
+        p.add_argument("--policy", choices=POLICIES)
+        p.add_argument("--username")
+        p.add_argument("--password")
+        p.add_argument("--tls-validation", action=argparse.BooleanOptionalAction, default=None)
+        p.add_argument("--ca-cert", metavar="FILE")
+        p.add_argument("--proxy-url")
+        p.add_argument("--download-concurrency", type=int)
+        p.add_argument("--max-retries", type=int)
+        p.add_argument("--rate-limit", type=float)
+    verb(ms, "list", remote_list, "list remotes")
+    for name, handler in (("show", remote_show), ("destroy", remote_destroy)):
+        verb(ms, name, handler, f"{name} a remote").add_argument("--name", required=True)
+
+    # distribution
+    dist = groups.add_parser("distribution", help="base paths that serve repositories")
+    ds = dist.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, handler in (("create", distribution_create), ("update", distribution_update)):
+        p = verb(ds, name, handler, f"{name} a distribution")
+        p.add_argument("--name", required=True)
+        p.add_argument("--base-path", required=name == "create")
+        p.add_argument("--repository", required=name == "create")
+        p.add_argument("--version", type=int, help="pin one version")
+        p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None)
+        p.add_argument("--description")
+    verb(ds, "list", distribution_list, "list distributions")
+    for name, handler in (("show", distribution_show), ("destroy", distribution_destroy)):
+        verb(ds, name, handler, f"{name} a distribution").add_argument("--name", required=True)
+
+    # maintenance
+    orphans = groups.add_parser("orphan", help="content no repository version holds")
+    os_ = orphans.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verb(os_, "cleanup", orphan_cleanup, "delete orphan content").add_argument(
+        "--protection-time", type=float, default=3600.0, metavar="SECONDS"
+    )
+    verb(groups, "repair", repair, "re-verify every stored blob and manifest")
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> Any:
+    registry = await AsyncRegistry.open(
+        home=args.home, database_url=args.database_url, storage_url=args.storage_url
+    )
+    try:
+        return await args.handler(registry, args)
+    finally:
+        await registry.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "private", None) is None and args.group == "distribution":
+        args.private = False if args.verb == "create" else None
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = asyncio.run(_run(args))
+    except UsageError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except (OcimirrorError, InvalidError, OSError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, _Partial):
+        _print(result.data)
+        for line in result.errors:
+            print(f"Error: {line}", file=sys.stderr)
+        return 1 if result.errors else 0
+    if result is not None:
+        _print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
