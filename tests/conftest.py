@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fixtures.postgres import postgres_url  # noqa: F401
+from fixtures.proxy import fault_proxy_factory, registry_proxy  # noqa: F401
 from fixtures.registry import (  # noqa: F401
     docker_registry,
     docker_registry_basic,
