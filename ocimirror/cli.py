@@ -437,7 +437,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--protection-time", type=float, default=3600.0, metavar="SECONDS"
     )
     verb(groups, "repair", repair, "re-verify every stored blob and manifest")
+
+    # serve
+    p = groups.add_parser("serve", help="serve the registry API (pull side)")
+    p.set_defaults(handler=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=24817)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--certfile", help="serve HTTPS with this certificate (and --keyfile)")
+    p.add_argument("--keyfile")
+    p.add_argument("--log-level", default="info")
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ocimirror.server.serve import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        home=args.home,
+        database_url=args.database_url,
+        storage_url=args.storage_url,
+        log_level=args.log_level,
+    )
+    return 0
 
 
 async def _run(args: argparse.Namespace) -> Any:
@@ -462,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.group == "serve":
+            return _serve(args)
         result = asyncio.run(_run(args))
     except UsageError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -132,7 +132,13 @@ def build_metadata() -> sa.MetaData:
             nullable=False,
         ),
         sa.Column("content_type", sa.String(32), nullable=False),
-        sa.Column("key", sa.String(255), nullable=False),
+        # Byte order on every engine (PostgreSQL's default collation is locale-aware), so tags
+        # list in the same order everywhere and `last` pagination agrees with the index.
+        sa.Column(
+            "key",
+            sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("value", sa.String(255)),
         sa.Column("version_added", sa.Integer, nullable=False),
         sa.Column("version_removed", sa.Integer),

@@ -1,0 +1,97 @@
+"""The registry API as an ASGI app: pull and content discovery of every distribution.
+
+Serve it with granian (``ocimirror serve`` does), or with any ASGI server in factory mode::
+
+    granian --interface asgi --factory ocimirror.asgi:create_app
+
+Each worker process then opens its own registry (from ``OCIMIRROR_*`` variables or the home
+directory) in the app's lifespan and closes it at shutdown. Or give it a registry you opened,
+and mount it anywhere, for example inside a Starlette or FastAPI app::
+
+    registry = await ocimirror.AsyncRegistry.open()
+    app = Starlette(routes=[Mount("/registry", app=create_app(registry))])
+
+Paths and ``Link`` headers then carry the mount prefix (the ASGI ``root_path``). A mounted app's
+lifespan does not run, so a mounted app needs the registry given to it.
+
+The handlers live in :mod:`ocimirror.server`, one module per API concern.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from ocimirror.registry import AsyncRegistry
+from ocimirror.server.base import version_check
+from ocimirror.server.content import Content
+from ocimirror.server.errors import http_exception_response
+from ocimirror.server.routing import RegistryAPI
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    registry: AsyncRegistry | None = None,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    database_url: str | None = None,
+    storage_url: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    redirect_blobs: bool = False,
+    cache_ttl: float = 1.0,
+) -> Starlette:
+    """The registry API app.
+
+    Args:
+        registry: An open registry to serve; the caller keeps it open while the app runs and
+            closes it. Without one, the app's lifespan opens one from ``home``,
+            ``database_url``, ``storage_url`` and ``storage_options`` (each defaulting to its
+            ``OCIMIRROR_*`` variable, then to the home directory), and closes it at shutdown.
+        redirect_blobs: Answer blob GETs with a ``307`` to a presigned URL when the blob store
+            can sign them (S3); other stores are served directly either way.
+        cache_ttl: Seconds a name's resolution to a repository version is reused by a
+            process; a new version shows within this time. Versions themselves are immutable
+            and cached freely.
+    """
+    if registry is not None and any(
+        option is not None for option in (home, database_url, storage_url, storage_options)
+    ):
+        raise TypeError("give either a registry or where to open one, not both")
+    content = Content(registry, cache_ttl=cache_ttl)
+    api = RegistryAPI(content, redirect_blobs=redirect_blobs)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if registry is not None:
+            yield
+            return
+        opened = await AsyncRegistry.open(
+            home=home,
+            database_url=database_url,
+            storage_url=storage_url,
+            storage_options=storage_options,
+        )
+        content.attach(opened)
+        try:
+            yield
+        finally:
+            content.attach(None)
+            await opened.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v2/", version_check, methods=["GET", "HEAD"]),
+            Route("/v2/{path:path}", api.handle),
+        ],
+        exception_handlers={HTTPException: http_exception_response},
+        lifespan=lifespan,
+    )
+    app.state.content = content
+    return app

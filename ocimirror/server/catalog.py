@@ -1,0 +1,43 @@
+"""``GET /v2/_catalog?n=&last=``: the names this registry serves (Docker's catalog API).
+
+The names are the base paths of distributions that serve a repository and are not private,
+sorted. A private distribution is still served by name; the catalog only keeps it out of the
+list (token auth will guard it later).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ocimirror.backends.metadata import DistributionRecord
+from ocimirror.server.content import Content
+from ocimirror.server.pagination import Page, next_link
+
+__all__ = ["catalog", "listed"]
+
+
+def listed(distribution: DistributionRecord) -> bool:
+    """Whether the catalog shows a distribution: public, and serving a repository."""
+    return not distribution.private and distribution.repository is not None
+
+
+async def catalog(content: Content, request: Request) -> Response:
+    """``{"repositories": [...]}``, one page, with a ``Link`` to the next one if any."""
+    page = Page.from_query(request.scope.get("query_string", b""))
+    names = sorted(d.base_path for d in await content.distributions() if listed(d))
+    start = 0 if page.last is None else bisect.bisect_right(names, page.last)
+    chosen = names[start : start + page.size]
+    headers = {"content-type": "application/json"}
+    if chosen and start + page.size < len(names):
+        headers["link"] = next_link(
+            request.scope.get("root_path", ""), "/v2/_catalog", last=chosen[-1], size=page.size
+        )
+    body = json.dumps({"repositories": chosen}, separators=(",", ":")).encode()
+    if request.method == "HEAD":
+        headers["content-length"] = str(len(body))
+        body = b""
+    return Response(body, headers=headers)

@@ -1,0 +1,109 @@
+"""``GET|HEAD /v2/<name>/manifests/<tag-or-digest>`` (end-3).
+
+A manifest is served byte for byte as stored, with its stored media type: never re-serialised,
+never converted. When the client's ``Accept`` does not allow that type the answer is
+``404 MANIFEST_UNKNOWN`` naming the stored type (as Pulp answers schema-1-only clients).
+
+By digest, the served version must hold the manifest; by tag, the tag must be in it. A
+reference that is neither a valid tag nor a valid digest cannot name anything: ``404``
+(the spec's only failure status for this endpoint), never 400 or 500.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ocimirror.core.digest import Digest
+from ocimirror.core.reference import validate_tag
+from ocimirror.errors import InvalidDigest, InvalidReference, ManifestNotFound, TagNotFound
+from ocimirror.server.accept import acceptable
+from ocimirror.server.content import Content, Served
+
+__all__ = ["get_manifest"]
+
+
+class _Raw(Response):
+    """A response whose header list is built by the caller (the hot path skips re-encoding)."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status
+        self.raw_headers = headers
+        self.body = body
+        self.background = None
+
+
+async def get_manifest(content: Content, request: Request, name: str, reference: str) -> Response:
+    """The manifest ``reference`` names in the version ``name`` serves."""
+    if ":" in reference:
+        try:
+            digest = str(Digest.parse(reference))
+        except InvalidDigest as exc:
+            raise ManifestNotFound(
+                f"{reference[:140]!r} is not a valid digest, so names no manifest: {exc.message}",
+                detail={"reference": reference[:140]},
+            ) from None
+
+        async def holds(served: Served) -> bool | None:
+            return await content.has(served, "container.manifest", digest) or None
+
+        _, present = await content.read(name, holds)
+        if not present:
+            raise ManifestNotFound(
+                f"manifest {digest} is not in {name!r}", detail={"digest": digest}
+            )
+    else:
+        try:
+            validate_tag(reference)
+        except InvalidReference as exc:
+            raise TagNotFound(
+                f"{reference[:140]!r} is neither a tag nor a digest: {exc.message}",
+                detail={"reference": reference[:140]},
+            ) from None
+
+        async def tagged(served: Served) -> str | None:
+            return await content.tag(served, reference)
+
+        _, found = await content.read(name, tagged)
+        if found is None:
+            raise TagNotFound(f"tag {reference!r} is not in {name!r}", detail={"tag": reference})
+        digest = found
+
+    record = await content.manifest(digest)
+    if record is None:
+        raise ManifestNotFound(f"manifest {digest} is not stored", detail={"digest": digest})
+
+    accept: list[str] = []
+    if_none_match: str | None = None
+    for key, value in request.scope["headers"]:
+        if key == b"accept":
+            accept.append(value.decode("latin-1"))
+        elif key == b"if-none-match":
+            if_none_match = value.decode("latin-1")
+    if accept and not acceptable(accept, record.media_type):
+        raise ManifestNotFound(
+            f"manifest {digest} is stored as {record.media_type}, which the request's Accept "
+            "header does not allow; it is served only as stored",
+            detail={"digest": digest, "mediaType": record.media_type},
+        )
+
+    etag = f'"{digest}"'.encode()
+    headers = [
+        (b"content-type", record.media_type.encode("latin-1")),
+        (b"docker-content-digest", digest.encode()),
+        (b"etag", etag),
+    ]
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return _Raw(304, headers, b"")
+    headers.append((b"content-length", str(len(record.data)).encode()))
+    return _Raw(200, headers, b"" if request.method == "HEAD" else record.data)
+
+
+def _matches(if_none_match: str, etag: bytes) -> bool:
+    """Whether an ``If-None-Match`` value names ``etag`` (weak comparison) or is ``*``."""
+    wanted = etag.decode()
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == wanted:
+            return True
+    return False

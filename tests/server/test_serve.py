@@ -1,0 +1,257 @@
+"""``serve()``: granian in a subprocess over a prepared home, pulled by skopeo, HTTP and HTTPS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from server_harness import IMAGES, populate
+
+from ocimirror import AsyncRegistry
+from ocimirror.errors import InvalidError
+from ocimirror.server.serve import serve
+
+SKOPEO = shutil.which("skopeo")
+V1 = IMAGES["v1"]
+MULTI = IMAGES["multi"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started for the server
+            proc.wait()
+
+
+@contextmanager
+def running(home: Path, log: Path, **options: object) -> Iterator[str]:
+    """Run ``serve(**options)`` in a subprocess with ``OCIMIRROR_HOME=home``; its base URL."""
+    scheme = "https" if options.get("certfile") else "http"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCIMIRROR_")}
+    env["OCIMIRROR_HOME"] = str(home)
+    for _attempt in range(3):
+        port = _free_port()
+        code = (
+            "from ocimirror.server.serve import serve\n"
+            f"serve(port={port}, log_level='warning', **{options!r})\n"
+        )
+        command = [sys.executable, "-c", code]
+        setpriv = shutil.which("setpriv")  # if pytest dies, the server goes too
+        if setpriv:
+            command = [setpriv, "--pdeathsig", "TERM", *command]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        url = f"{scheme}://127.0.0.1:{port}"
+        try:
+            if _wait_until_up(proc, url):
+                yield url
+                return
+        finally:
+            _stop(proc)
+    raise RuntimeError(f"serve() would not start:\n{log.read_text()}")
+
+
+def _wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(verify=False, trust_env=False, timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                client.get(f"{url}/v2/")
+                return True
+            except httpx.TransportError:
+                time.sleep(0.05)
+    raise RuntimeError(f"serve() did not answer on {url} in {timeout:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home holding the ``world`` content (SQLite and files)."""
+    tmp = tmp_path_factory.mktemp("serve")
+
+    async def prepare() -> None:
+        registry = await AsyncRegistry.open(home=tmp / "home")
+        try:
+            await populate(registry, tmp)
+        finally:
+            await registry.close()
+
+    asyncio.run(prepare())
+    return tmp / "home"
+
+
+@pytest.fixture(scope="module")
+def http_url(home: Path) -> Iterator[str]:
+    """serve() over plain HTTP with two workers."""
+    with running(home, home.parent / "http.log", workers=2) as url:
+        yield url
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certfile, keyfile
+
+
+@pytest.fixture(scope="module")
+def https_url(home: Path) -> Iterator[str]:
+    """serve() over HTTPS with a self-signed certificate."""
+    certfile, keyfile = _self_signed(home.parent)
+    with running(
+        home, home.parent / "https.log", certfile=str(certfile), keyfile=str(keyfile)
+    ) as url:
+        yield url
+
+
+def skopeo(*args: str) -> str:
+    """Run skopeo (skipping the test when it is not installed); its standard output."""
+    if SKOPEO is None:
+        pytest.skip("skopeo is not installed")
+    done = subprocess.run(
+        [SKOPEO, "--insecure-policy", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _client_hello() -> bytes:
+    """The first bytes a TLS client sends: a real ClientHello from Python's ssl module."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_serve_answers_the_version_check(http_url: str) -> None:
+    response = httpx.get(f"{http_url}/v2/", trust_env=False)
+    assert response.status_code == 200
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+def test_a_tls_client_hello_to_the_plain_port_is_answered_or_closed_at_once(
+    http_url: str,
+) -> None:
+    host, port = http_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(_client_hello())
+        with contextlib.suppress(ConnectionError):  # a reset is a prompt close too
+            sock.recv(65536)  # an answer, or b"" when closed
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"the server kept a TLS client waiting {elapsed:.1f}s"
+
+
+def test_skopeo_inspects_an_image_over_http(http_url: str) -> None:
+    host = http_url.removeprefix("http://")
+    out = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/library/app:v1"))
+    assert out["Digest"] == str(V1.digest)
+    assert out["RepoTags"] == ["dlist", "docker", "empty", "later", "multi", "v1"]
+
+
+def test_skopeo_copies_a_multi_platform_index_digests_intact(http_url: str, tmp_path: Path) -> None:
+    host = http_url.removeprefix("http://")
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{host}/library/app:multi")
+    assert raw.encode() == MULTI.manifest
+    skopeo(
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        f"docker://{host}/library/app:multi",
+        f"oci:{tmp_path / 'copy'}:multi",
+    )
+    index = json.loads((tmp_path / "copy" / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [str(MULTI.digest)]
+
+
+def test_serve_speaks_https_with_a_certificate_and_key(https_url: str) -> None:
+    response = httpx.get(f"{https_url}/v2/", verify=False, trust_env=False)
+    assert response.status_code == 200
+    host = https_url.removeprefix("https://")
+    out = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/library/app:v1"))
+    assert out["Digest"] == str(V1.digest)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"certfile": "cert.pem"}, id="a certificate without its key is refused"),
+        pytest.param({"keyfile": "key.pem"}, id="a key without its certificate is refused"),
+        pytest.param(
+            {"certfile": "missing.pem", "keyfile": "missing.pem"},
+            id="a certificate that is not a file is refused",
+        ),
+        pytest.param({"workers": 0}, id="zero workers are refused"),
+        pytest.param({"log_level": "loud"}, id="an unknown log level is refused"),
+    ],
+)
+def test_serve_refuses_bad_options_before_starting(
+    options: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidError):
+        serve(home=tmp_path, **options)  # type: ignore[arg-type]
