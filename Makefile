@@ -38,7 +38,7 @@ test: install system-deps services lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: install
-	$(PY) examples/layout_roundtrip.py
+	$(PY) examples/demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
