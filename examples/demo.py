@@ -35,6 +35,7 @@ PORT = int(os.environ.get("PORT", "24817"))
 
 def free_port(preferred: int | None = None) -> int:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
         try:
             s.bind(("127.0.0.1", preferred or 0))
         except OSError:
