@@ -167,6 +167,8 @@ class _Job:
 
     async def _ensure_manifests(self, refs: list[tuple[Digest, str | None]]) -> None:
         """Make manifests stored: reuse those already stored (one query), download the rest."""
+        if not refs:
+            return
         keys = list(dict.fromkeys(str(d) for d, _ in refs))
         stored = await self.registry.metadata.existing_manifests(keys)
         for key in stored:
@@ -234,9 +236,10 @@ class _Job:
             self.new_blobs.append((str(digest), size, media_type))
             return
         async with self.limit:
-            before = self.client.stats.bytes_downloaded
             await self.client.download_blob(self.name, digest, self.registry.blobs, size=size)
-            self.progress.bytes_downloaded += self.client.stats.bytes_downloaded - before
+        # The client's counter is shared by concurrent downloads; a blob's own share is its
+        # (verified) size. The result reports the client's exact total, retries included.
+        self.progress.bytes_downloaded += size
         self.progress.blobs_downloaded += 1
         self.new_blobs.append((str(digest), size, media_type))
         self._tick()
@@ -444,7 +447,7 @@ async def sync_repository(
         manifests_reused=p.manifests_reused,
         blobs_downloaded=p.blobs_downloaded,
         blobs_reused=p.blobs_reused,
-        bytes_downloaded=p.bytes_downloaded,
+        bytes_downloaded=client.stats.bytes_downloaded,
         requests=dict(client.stats.requests),
         duration=time.monotonic() - started,
         skipped=tuple(job.skipped),

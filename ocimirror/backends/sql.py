@@ -12,6 +12,7 @@ takes the database's single write lock). Readers see committed versions only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -271,6 +272,7 @@ class SQLMetadataStore:
         self._leases = t["repository_leases"]
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
+        self._sqlite_writer_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         return f"SQLMetadataStore({self.url!r})"
@@ -299,6 +301,7 @@ class SQLMetadataStore:
             if self._raw_url.startswith("sqlite"):
                 self._engine = self._sqlite_engine(immediate=True)
                 self._reader = self._sqlite_engine(immediate=False)
+                self._sqlite_writer_lock = asyncio.Lock()
             else:
                 self._engine = create_async_engine(self._raw_url, pool_pre_ping=True)
                 self._reader = self._engine.execution_options(isolation_level="REPEATABLE READ")
@@ -376,9 +379,17 @@ class SQLMetadataStore:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
+        # SQLite has one write lock per database. Writers of this process queue here instead
+        # (fairly, without a timeout), so a busy event loop cannot make them time out on each
+        # other; other processes still meet at SQLite's busy timeout.
+        lock = self._sqlite_writer_lock
         try:
-            async with self._writer.begin() as conn:
-                yield conn
+            if lock is None:
+                async with self._writer.begin() as conn:
+                    yield conn
+            else:
+                async with lock, self._writer.begin() as conn:
+                    yield conn
         except OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise RepositoryBusy("the database is busy with another writer; try again") from exc
@@ -936,6 +947,8 @@ class SQLMetadataStore:
     async def existing_manifests(self, digests: list[str]) -> set[str]:
         """Which of ``digests`` are stored manifests."""
         found: set[str] = set()
+        if not digests:
+            return found
         async with self._read() as conn:
             for i in range(0, len(digests), _CHUNK):
                 rows = await conn.execute(

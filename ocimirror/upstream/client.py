@@ -128,8 +128,16 @@ class _BlobState:
             await writer.abort()
 
 
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs ~25 ms; every client verifying with the defaults shares one.
+    return httpx.create_ssl_context()
+
+
 def _ssl_context(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
     """``verify`` as httpx wants it; a string is PEM text or a CA bundle file or directory."""
+    if verify is True:
+        return _default_ssl_context()
     if not isinstance(verify, str):
         return verify
     if "-----BEGIN" in verify:
