@@ -307,11 +307,32 @@ class _Job:
         )
         if self.policy.mirror:
             version, created = await self._publish_mirror(tagged, untagged)
+        elif (unchanged := await self._unchanged(tagged, untagged)) is not None:
+            version, created = unchanged, False
         else:
             version, created = await self._publish_additive(tagged, untagged)
         if not self.repo.mirror:
             await self.repo.update(mirror=True)
         return version, created, len(tagged)
+
+    async def _unchanged(
+        self, tagged: dict[str, str], untagged: list[str]
+    ) -> RepositoryVersion | None:
+        """The latest version when an additive sync would not change it (a no-op re-sync),
+        found with reads only; None when a new version must be built."""
+        if self.new_manifests:
+            return None
+        meta = self.registry.metadata
+        latest = await meta.get_version(self.repo.name)
+        current = dict(await meta.list_tags(self.repo.name, latest.number))
+        if any(current.get(tag) != digest for tag, digest in tagged.items()):
+            return None
+        for digest in untagged:
+            if not await meta.has_content(
+                self.repo.name, latest.number, "container.manifest", digest
+            ):
+                return None
+        return RepositoryVersion.from_record(latest)
 
     async def _publish_additive(
         self, tagged: dict[str, str], untagged: list[str]
