@@ -6,6 +6,7 @@ package reads goes through :func:`read_capped` or :func:`cap_body`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -20,6 +21,7 @@ __all__ = [
     "check_complete",
     "describe_errors",
     "oci_errors",
+    "prefetched",
     "read_capped",
 ]
 
@@ -120,6 +122,37 @@ async def read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool
 def body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """``response.aiter_bytes()``, typed as the async generator it is (so it can be closed)."""
     return cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+
+
+async def prefetched(
+    chunks: AsyncGenerator[bytes, None], *, max_chunks: int = 128
+) -> AsyncGenerator[bytes, None]:
+    """Read ``chunks`` ahead in a task (at most ``max_chunks``, ~8 MiB of httpx's chunks), so
+    the consumer's own awaits (hashing and writing a blob) overlap receiving the next bytes.
+
+    Errors of the source surface at the point of the stream where they happened.
+    """
+    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(maxsize=max_chunks)
+
+    async def pump() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put(chunk)
+        except Exception as exc:
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    task = asyncio.create_task(pump())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def check_complete(response: httpx.Response) -> None:

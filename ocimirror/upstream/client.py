@@ -44,6 +44,7 @@ from ocimirror.upstream._body import (
     check_complete,
     describe_errors,
     oci_errors,
+    prefetched,
     read_capped,
 )
 from ocimirror.upstream.auth import RegistryAuth
@@ -680,7 +681,10 @@ class RegistryClient:
                 writer = state.fresh()
             elif offset:
                 _log.debug("resuming %s at byte %d", state.digest, offset)
-            async with contextlib.aclosing(body_chunks(response)) as chunks:
+            async with (
+                contextlib.aclosing(body_chunks(response)) as raw,
+                contextlib.aclosing(prefetched(raw)) as chunks,
+            ):
                 async for chunk in chunks:
                     try:
                         await writer.write(chunk)
