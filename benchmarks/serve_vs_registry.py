@@ -71,6 +71,7 @@ from sync_vs_skopeo import (  # noqa: E402
     clean_env,
     corpus_plan,
     log,
+    print_table,
     push_big_image,
     push_corpus,
     run_measured,
@@ -609,18 +610,7 @@ def report(figures: dict[str, Any]) -> None:
                     "",
                 )
             )
-    header = ("measurement", "docker-registry", "ocimirror", "ratio", "target", "")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(6)]
-    print()
-    for i, row in enumerate([header, *rows]):
-        print(
-            "  ".join(
-                str(v).ljust(w) if j == 0 else str(v).rjust(w)
-                for j, (v, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(("measurement", "docker-registry", "ocimirror", "ratio", "target", ""), rows)
     print()
     path = "/v2/" + m["ocimirror"]["url"].split("/v2/", 1)[1]
     wrk = m["ocimirror"]["command"].replace(m["ocimirror"]["url"], f"http://<server>{path}")

@@ -94,6 +94,21 @@ def mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} MB"
 
 
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Print rows under a header: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print()
+    for i, row in enumerate([header, *rows]):
+        print(
+            "  ".join(
+                str(v).ljust(w) if j == 0 else str(v).rjust(w)
+                for j, (v, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -885,18 +900,7 @@ def report(figures: dict[str, Any]) -> None:
                 "",
             )
         )
-    header = ("measurement", "skopeo", "ocimirror", "ratio", "target", "")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(6)]
-    print()
-    for i, row in enumerate([header, *rows]):
-        print(
-            "  ".join(
-                str(v).ljust(w) if j == 0 else str(v).rjust(w)
-                for j, (v, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(("measurement", "skopeo", "ocimirror", "ratio", "target", ""), rows)
     if rounds > 1:
         print()
         for key in s:
