@@ -13,11 +13,10 @@ you can try the printed skopeo, podman and docker commands.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,19 +27,9 @@ from typing import Any
 import httpx
 
 from ocimirror.core.digest import Digest
-from ocimirror.testing import random_image, random_index, write_layout
+from ocimirror.testing import free_port, random_image, random_index, serving, write_layout
 
 PORT = int(os.environ.get("PORT", "24817"))
-
-
-def free_port(preferred: int | None = None) -> int:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
-        try:
-            s.bind(("127.0.0.1", preferred or 0))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def step(text: str) -> None:
@@ -59,45 +48,6 @@ def cli(home: Path, *argv: str) -> Any:
     if done.returncode != 0:
         sys.exit(f"command failed: {done.stderr.strip()}")
     return json.loads(done.stdout) if done.stdout.strip() else None
-
-
-def serve(home: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ocimirror",
-            "--home",
-            str(home),
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            break
-    stop(proc)
-    sys.exit(f"the server on port {port} did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def pull(port: int, name: str, tag: str, out: Path) -> str:
@@ -148,7 +98,7 @@ def pull(port: int, name: str, tag: str, out: Path) -> str:
 def main() -> int:
     keep = os.environ.get("KEEP") == "1"
     work = Path(tempfile.mkdtemp(prefix="ocimirror-demo-"))
-    servers: list[subprocess.Popen[bytes]] = []
+    servers = contextlib.ExitStack()
     try:
         step("1. A throwaway upstream registry with generated images")
         base = random_image(seed="demo-base", layers=1, layer_size=64 * 1024).layers
@@ -165,9 +115,7 @@ def main() -> int:
             str(work / "layout"))  # fmt: skip
         cli(upstream_home, "distribution", "create", "--name", "hello", "--base-path",
             "library/hello", "--repository", "hello")  # fmt: skip
-        upstream_port = free_port()
-        servers.append(serve(upstream_home, upstream_port))
-        upstream_url = f"http://127.0.0.1:{upstream_port}"
+        upstream_url = "http://" + servers.enter_context(serving(upstream_home))
         print(f"upstream serving library/hello at {upstream_url}")
 
         step("2. Mirror it (Pulp's workflow) into a fresh home: SQLite + files")
@@ -188,7 +136,7 @@ def main() -> int:
         step("3. Host it and pull it back through the registry API")
         port = free_port(PORT)
         print(f"$ ocimirror serve --port {port}")
-        servers.append(serve(home, port))
+        servers.enter_context(serving(home, port=port))
         pulled = pull(port, "hello", "latest", work / "pulled")
         want = str(images["latest"].digest)
         print(f"pulled hello:latest {pulled}")
@@ -209,14 +157,13 @@ def main() -> int:
         if keep:
             print("\nKEEP=1: serving until you press Ctrl-C", flush=True)
             try:
-                while all(s.poll() is None for s in servers):
+                while True:
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
         return 0
     finally:
-        for proc in reversed(servers):
-            stop(proc)
+        servers.close()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 

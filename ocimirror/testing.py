@@ -13,15 +13,21 @@ on every machine. Layers are real gzip'ed tar files, configs are real image conf
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import os
 import random
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import tarfile
+import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -36,9 +42,11 @@ __all__ = [
     "Image",
     "Index",
     "artifact",
+    "free_port",
     "random_image",
     "random_index",
     "random_layer",
+    "serving",
     "write_image",
     "write_layout",
 ]
@@ -413,3 +421,61 @@ def write_layout(
         for name, image in entries:
             write_image(writer, image)
             writer.add_ref(image.descriptor(), name)
+
+
+def free_port(preferred: int | None = None) -> int:
+    """A free TCP port on 127.0.0.1: ``preferred`` when it can be bound, else any."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            s.bind(("127.0.0.1", preferred or 0))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(
+    home: str | os.PathLike[str], *, port: int | None = None, timeout: float = 30.0
+) -> Iterator[str]:
+    """Run ``ocimirror --home HOME serve`` in a subprocess; yield ``127.0.0.1:PORT`` once
+    ``/v2/`` answers, and stop the server (its whole process group) on exit."""
+    import httpx
+
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ocimirror",
+            "--home",
+            os.fspath(home),
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ocimirror serve exited with status {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ocimirror serve did not answer on port {port}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

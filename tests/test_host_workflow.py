@@ -8,21 +8,16 @@ second ocimirror then mirrors the first one, as Pulp can mirror "another instanc
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fixtures.registry import Registry
 
-from ocimirror.testing import random_image, random_index
+from ocimirror.testing import random_image, random_index, serving
 
 IMAGES = {
     "1.0": random_image(seed="host/1.0", layers=2, layer_size=8192),
@@ -48,50 +43,6 @@ def skopeo(*argv: str) -> str:
     return done.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serving(home: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ocimirror",
-            "--home",
-            str(home),
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        start_new_session=True,
-    )
-    url = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "ocimirror serve exited"
-            assert time.monotonic() < deadline, "ocimirror serve did not start"
-            try:
-                if httpx.get(f"http://{url}/v2/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def mirror(
     docker_registry: Registry, tmp_path_factory: pytest.TempPathFactory
@@ -110,7 +61,8 @@ def mirror(
               "--repository", "foo")  # fmt: skip
     ocimirror(home, "distribution", "create", "--name", "foo-v1", "--base-path", "pinned/foo",
               "--repository", "foo", "--version", "1")  # fmt: skip
-    yield from ({"url": url, "home": home} for url in serving(home))
+    with serving(home) as url:
+        yield {"url": url, "home": home}
 
 
 def test_skopeo_inspects_and_lists_tags(mirror: dict[str, Any]) -> None:
@@ -172,7 +124,7 @@ def test_an_ocimirror_mirrors_another_ocimirror_with_digests_preserved(
     assert version["content_summary"]["present"] == first["content_summary"]["present"]
     ocimirror(home, "distribution", "create", "--name", "copy", "--base-path", "copy",
               "--repository", "copy")  # fmt: skip
-    for url in serving(home):
+    with serving(home) as url:
         for tag, image in IMAGES.items():
             raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{url}/copy:{tag}")
             assert raw.encode() == image.manifest
