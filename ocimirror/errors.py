@@ -10,39 +10,51 @@ The hierarchy::
     │   ├── InvalidManifest                     MANIFEST_INVALID
     │   │   └── ManifestTooLarge                MANIFEST_INVALID (over the size cap)
     │   ├── InvalidPlatform                     UNSUPPORTED
-    │   └── InvalidLayout                       an OCI image layout that cannot be read
+    │   ├── InvalidLayout                       an OCI image layout that cannot be read
+    │   └── RangeNotSatisfiable                 RANGE_INVALID
+    ├── Unsupported                             UNSUPPORTED (a method the API does not serve)
     ├── NotFound (also LookupError)
     │   ├── RepositoryNotFound                  NAME_UNKNOWN
     │   ├── VersionNotFound                     NAME_UNKNOWN
     │   ├── ManifestNotFound                    MANIFEST_UNKNOWN
+    │   │   └── ManifestChildUnknown            MANIFEST_INVALID (an index's child)
     │   ├── TagNotFound                         MANIFEST_UNKNOWN
     │   ├── BlobNotFound                        BLOB_UNKNOWN
+    │   │   └── ManifestBlobUnknown             MANIFEST_BLOB_UNKNOWN (a manifest's blob)
     │   ├── RemoteNotFound                      NAME_UNKNOWN
-    │   └── DistributionNotFound                NAME_UNKNOWN
+    │   ├── DistributionNotFound                NAME_UNKNOWN
+    │   └── UnknownEndpoint                     UNSUPPORTED (no such registry API path)
     ├── AlreadyExists                           a name that must be unique is taken
     ├── Conflict                                the operation is refused in the current state
-    │   └── RepositoryBusy                      another writer holds the repository
+    │   ├── RepositoryBusy                      another writer holds the repository
+    │   └── LeaseLost                           a sync lost its lease; it may not publish
     ├── IntegrityError                          content that does not match what was promised
     │   ├── DigestMismatch                      DIGEST_INVALID
-    │   └── SizeMismatch                        SIZE_INVALID
+    │   ├── SizeMismatch                        SIZE_INVALID
+    │   └── IncompleteContent                   MANIFEST_BLOB_UNKNOWN (a version's closure)
     ├── SchemaError                             the database schema is not the one this code knows
     └── UpstreamError                           an upstream registry said no (status and OCI errors)
 
-Each class carries the OCI distribution-spec ``code`` and HTTP ``status`` the registry API
-answers with; :data:`OCI_STATUS` is the one table that maps the spec's codes to statuses.
+:data:`ERRORS` is the one table of the OCI distribution-spec ``code`` and the HTTP ``status``
+the registry API answers each error with; a class not in it answers as its nearest base class
+that is. ``exc.code`` and ``exc.status`` read that table.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
 
 __all__ = [
+    "ERRORS",
     "OCI_STATUS",
     "AlreadyExists",
     "BlobNotFound",
     "Conflict",
     "DigestMismatch",
     "DistributionNotFound",
+    "IncompleteContent",
     "IntegrityError",
     "InvalidDigest",
     "InvalidError",
@@ -51,52 +63,45 @@ __all__ = [
     "InvalidName",
     "InvalidPlatform",
     "InvalidReference",
+    "LeaseLost",
+    "ManifestBlobUnknown",
+    "ManifestChildUnknown",
     "ManifestNotFound",
     "ManifestTooLarge",
     "NotFound",
     "OcimirrorError",
+    "RangeNotSatisfiable",
     "RemoteNotFound",
     "RepositoryBusy",
     "RepositoryNotFound",
     "SchemaError",
     "SizeMismatch",
     "TagNotFound",
+    "UnknownEndpoint",
+    "Unsupported",
     "UpstreamError",
     "VersionNotFound",
+    "oci_error",
 ]
-
-#: The OCI distribution-spec error codes and the HTTP status each is answered with.
-OCI_STATUS: dict[str, int] = {
-    "BLOB_UNKNOWN": 404,
-    "BLOB_UPLOAD_INVALID": 400,
-    "BLOB_UPLOAD_UNKNOWN": 404,
-    "DIGEST_INVALID": 400,
-    "MANIFEST_BLOB_UNKNOWN": 404,
-    "MANIFEST_INVALID": 400,
-    "MANIFEST_UNKNOWN": 404,
-    "NAME_INVALID": 400,
-    "NAME_UNKNOWN": 404,
-    "SIZE_INVALID": 400,
-    "UNAUTHORIZED": 401,
-    "DENIED": 403,
-    "UNSUPPORTED": 415,
-    "TOOMANYREQUESTS": 429,
-    "RANGE_INVALID": 416,
-}
 
 
 class OcimirrorError(Exception):
     """Base class of every error raised by ocimirror."""
 
-    #: The OCI error code the registry API answers with.
-    code: ClassVar[str] = "UNKNOWN"
-    #: The HTTP status the registry API answers with.
-    status: ClassVar[int] = 500
-
     def __init__(self, message: str, *, detail: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
+
+    @property
+    def code(self) -> str:
+        """The OCI error code the registry API answers with (from :data:`ERRORS`)."""
+        return oci_error(type(self))[0]
+
+    @property
+    def status(self) -> int:
+        """The HTTP status the registry API answers with (from :data:`ERRORS`)."""
+        return oci_error(type(self))[1]
 
     def to_oci(self) -> dict[str, Any]:
         """The error as one entry of an OCI error body's ``errors`` list."""
@@ -109,57 +114,45 @@ class OcimirrorError(Exception):
 class InvalidError(OcimirrorError, ValueError):
     """Input that is malformed; nothing was written."""
 
-    code = "UNSUPPORTED"
-    status = 400
-
 
 class InvalidDigest(InvalidError):
     """A digest string that is not ``algorithm:hex`` with a known algorithm and length."""
-
-    code = "DIGEST_INVALID"
 
 
 class InvalidName(InvalidError):
     """A repository name or base path that breaks the OCI name rules."""
 
-    code = "NAME_INVALID"
-
 
 class InvalidReference(InvalidError):
     """A tag or image reference that cannot be parsed."""
-
-    code = "MANIFEST_INVALID"
 
 
 class InvalidManifest(InvalidError):
     """A manifest that is not well-formed JSON or whose descriptors are malformed."""
 
-    code = "MANIFEST_INVALID"
-
 
 class ManifestTooLarge(InvalidManifest):
     """A manifest over the size cap (4 MiB)."""
-
-    status = 413
 
 
 class InvalidPlatform(InvalidError):
     """A platform string that is not ``os/arch[/variant]``."""
 
-    code = "UNSUPPORTED"
-
 
 class InvalidLayout(InvalidError):
     """An OCI image layout (directory or tar) that cannot be read."""
 
-    code = "UNSUPPORTED"
+
+class RangeNotSatisfiable(InvalidError):
+    """A ``Range`` that asks for bytes the blob does not have."""
+
+
+class Unsupported(OcimirrorError):
+    """A method or operation the registry API does not serve at that path."""
 
 
 class NotFound(OcimirrorError, LookupError):
     """Something asked for by name or digest does not exist."""
-
-    code = "NAME_UNKNOWN"
-    status = 404
 
 
 class RepositoryNotFound(NotFound):
@@ -173,19 +166,21 @@ class VersionNotFound(NotFound):
 class ManifestNotFound(NotFound):
     """No manifest with that digest is present."""
 
-    code = "MANIFEST_UNKNOWN"
+
+class ManifestChildUnknown(ManifestNotFound):
+    """An index lists a child manifest that is not recorded, so the index cannot be."""
 
 
 class TagNotFound(NotFound):
     """No tag with that name is present."""
 
-    code = "MANIFEST_UNKNOWN"
-
 
 class BlobNotFound(NotFound):
     """No blob with that digest is present."""
 
-    code = "BLOB_UNKNOWN"
+
+class ManifestBlobUnknown(BlobNotFound):
+    """A manifest references a blob (config or layer) that is not recorded."""
 
 
 class RemoteNotFound(NotFound):
@@ -196,29 +191,28 @@ class DistributionNotFound(NotFound):
     """No distribution has that name or base path."""
 
 
+class UnknownEndpoint(NotFound):
+    """A path that is not an endpoint of the registry API."""
+
+
 class AlreadyExists(OcimirrorError):
     """A name that must be unique is already taken."""
-
-    code = "DENIED"
-    status = 409
 
 
 class Conflict(OcimirrorError):
     """The operation is refused in the current state (for example a push into a mirror)."""
-
-    code = "DENIED"
-    status = 409
 
 
 class RepositoryBusy(Conflict):
     """Another writer holds the repository and did not let go in time."""
 
 
+class LeaseLost(Conflict):
+    """A sync no longer holds its repository's lease (another took it over): it may not publish."""
+
+
 class IntegrityError(OcimirrorError):
     """Content that does not match its digest or announced size; it was not stored."""
-
-    code = "DIGEST_INVALID"
-    status = 400
 
 
 class DigestMismatch(IntegrityError):
@@ -228,7 +222,12 @@ class DigestMismatch(IntegrityError):
 class SizeMismatch(IntegrityError):
     """The bytes are longer or shorter than the size announced."""
 
-    code = "SIZE_INVALID"
+
+class IncompleteContent(IntegrityError):
+    """A version would hold a tag or manifest whose references are not all in it.
+
+    The version builder refuses to publish such a version; nothing is written.
+    """
 
 
 class SchemaError(OcimirrorError):
@@ -250,3 +249,49 @@ class UpstreamError(OcimirrorError):
         self.status_code = status_code
         self.errors = errors or []
         self.url = url
+
+
+#: The one table: the OCI distribution-spec error code and the HTTP status the registry API
+#: answers each error with. A class that is not listed answers as its nearest listed base.
+ERRORS: Mapping[type[OcimirrorError], tuple[str, int]] = MappingProxyType(
+    {
+        OcimirrorError: ("UNKNOWN", 500),
+        InvalidError: ("UNSUPPORTED", 400),
+        InvalidDigest: ("DIGEST_INVALID", 400),
+        InvalidName: ("NAME_INVALID", 400),
+        InvalidReference: ("MANIFEST_INVALID", 400),
+        InvalidManifest: ("MANIFEST_INVALID", 400),
+        ManifestTooLarge: ("MANIFEST_INVALID", 413),
+        RangeNotSatisfiable: ("RANGE_INVALID", 416),
+        Unsupported: ("UNSUPPORTED", 405),
+        NotFound: ("NAME_UNKNOWN", 404),
+        ManifestNotFound: ("MANIFEST_UNKNOWN", 404),
+        ManifestChildUnknown: ("MANIFEST_INVALID", 400),
+        TagNotFound: ("MANIFEST_UNKNOWN", 404),
+        BlobNotFound: ("BLOB_UNKNOWN", 404),
+        ManifestBlobUnknown: ("MANIFEST_BLOB_UNKNOWN", 404),
+        UnknownEndpoint: ("UNSUPPORTED", 404),
+        AlreadyExists: ("DENIED", 409),
+        Conflict: ("DENIED", 409),
+        IntegrityError: ("DIGEST_INVALID", 400),
+        SizeMismatch: ("SIZE_INVALID", 400),
+        IncompleteContent: ("MANIFEST_BLOB_UNKNOWN", 404),
+    }
+)
+
+
+def oci_error(cls: type[OcimirrorError]) -> tuple[str, int]:
+    """(OCI code, HTTP status) of an error class: its own row of :data:`ERRORS`, or its
+    nearest base class's."""
+    for klass in cls.__mro__:
+        row = ERRORS.get(klass)
+        if row is not None:
+            return row
+    raise TypeError(f"{cls!r} is not an ocimirror error")
+
+
+#: Each OCI code with the status of the first error class that answers with it, derived from
+#: :data:`ERRORS` (a view kept for callers that only have a code).
+OCI_STATUS: Mapping[str, int] = MappingProxyType(
+    {code: status for code, status in reversed(list(ERRORS.values()))}
+)

@@ -33,9 +33,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ocimirror.backends.blobs import BlobLocalPath, BlobPresigner, BlobReader
 from ocimirror.core.digest import Digest
-from ocimirror.errors import BlobNotFound, InvalidDigest
+from ocimirror.errors import BlobNotFound, InvalidDigest, RangeNotSatisfiable
 from ocimirror.server.content import Content, Served
-from ocimirror.server.errors import error_response
+from ocimirror.server.errors import exception_response
 
 __all__ = ["get_blob", "parse_range"]
 
@@ -207,10 +207,11 @@ async def get_blob(
     if range_value is not None and not head and (if_range is None or if_range.strip() == etag):
         wanted = parse_range(range_value, size)
     if wanted == UNSATISFIABLE:
-        return error_response(
-            "RANGE_INVALID",
-            f"range {range_value!r} is not satisfiable: the blob has {size} bytes",
-            detail={"digest": key, "size": size},
+        return exception_response(
+            RangeNotSatisfiable(
+                f"range {range_value!r} is not satisfiable: the blob has {size} bytes",
+                detail={"digest": key, "size": size},
+            ),
             headers={"content-range": f"bytes */{size}"},
         )
     if isinstance(wanted, tuple):

@@ -1,7 +1,8 @@
 """OCI error responses: ``{"errors": [{"code", "message", "detail"}]}``.
 
-Every :class:`~ocimirror.errors.OcimirrorError` carries its OCI code and HTTP status, so one
-function turns any of them into a response. Anything else that escapes a handler is a bug: it is
+Every :class:`~ocimirror.errors.OcimirrorError` answers with the OCI code and HTTP status that
+the one table, :data:`ocimirror.errors.ERRORS`, gives its class, so one function turns any of
+them into a response. Anything else that escapes a handler is a bug: it is
 logged with its traceback and answered ``500 UNKNOWN`` without internals.
 """
 
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ocimirror.errors import OCI_STATUS, OcimirrorError
+from ocimirror.errors import OcimirrorError
 
 __all__ = [
     "error_body",
@@ -51,20 +52,23 @@ def error_response(
     code: str,
     message: str,
     *,
+    status: int,
     detail: Any = None,
-    status: int | None = None,
     head: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """An OCI error response; the status defaults to the code's in :data:`OCI_STATUS`."""
-    status = OCI_STATUS.get(code, 500) if status is None else status
+    """An OCI error response with an explicit code and status (for errors that are not an
+    :class:`~ocimirror.errors.OcimirrorError`, such as Starlette's own)."""
     return _respond(status, error_body(code, message, detail), head=head, headers=headers)
 
 
-def exception_response(exc: OcimirrorError, *, head: bool = False) -> Response:
-    """The response for an ocimirror error: its own code, status, message and detail."""
+def exception_response(
+    exc: OcimirrorError, *, head: bool = False, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The response for an ocimirror error: the code and status :data:`~ocimirror.errors.ERRORS`
+    gives its class, its message and detail."""
     body = json.dumps({"errors": [exc.to_oci()]}, separators=(",", ":"), default=str).encode()
-    return _respond(exc.status, body, head=head)
+    return _respond(exc.status, body, head=head, headers=headers)
 
 
 def unexpected_response(exc: BaseException, request: Request | None = None) -> Response:

@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ocimirror.core.reference import validate_repository_name
-from ocimirror.errors import InvalidName, NotFound, OcimirrorError
+from ocimirror.errors import InvalidName, NotFound, OcimirrorError, UnknownEndpoint, Unsupported
 from ocimirror.server.blobs import get_blob
 from ocimirror.server.catalog import catalog
 from ocimirror.server.content import Content
-from ocimirror.server.errors import error_response, exception_response, unexpected_response
+from ocimirror.server.errors import exception_response, unexpected_response
 from ocimirror.server.manifests import get_manifest
 from ocimirror.server.tags import tags_list
 
@@ -99,19 +99,15 @@ class RegistryAPI:
             return await catalog(self.content, request)
         if _UPLOADS.fullmatch(path):
             return _unsupported(request, "this registry is read-only: pushing is not supported")
-        return error_response(
-            "UNSUPPORTED",
-            f"no registry API endpoint at {path[:200]!r}",
-            status=404,
+        return exception_response(
+            UnknownEndpoint(f"no registry API endpoint at {path[:200]!r}"),
             head=method == "HEAD",
         )
 
 
 def _unsupported(request: Request, message: str) -> Response:
-    return error_response(
-        "UNSUPPORTED",
-        f"{request.method} is not supported here: {message}",
-        status=405,
+    return exception_response(
+        Unsupported(f"{request.method} is not supported here: {message}"),
         head=request.method == "HEAD",
         headers=_ALLOW,
     )
