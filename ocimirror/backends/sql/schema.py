@@ -1,0 +1,217 @@
+"""The schema (:func:`build_metadata`), its version and upgrade steps, and small shared helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ocimirror.backends.metadata import CONTENT_TYPES
+
+#: The schema version this code writes and reads.
+SCHEMA_VERSION = 1
+
+#: Upgrade steps: ``MIGRATIONS[n]`` takes a version-``n`` schema to ``n + 1``.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every engine (SQLite stores them naive)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_metadata() -> sa.MetaData:
+    """The whole schema."""
+    md = sa.MetaData()
+    sa.Table(
+        "ocimirror_schema",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+    )
+    sa.Table(
+        "repositories",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("description", sa.Text),
+        sa.Column("retain_repo_versions", sa.Integer),
+        sa.Column("remote", sa.String(255)),
+        sa.Column("mirror", sa.Boolean, nullable=False, default=False),
+        sa.Column("latest_version", sa.Integer, nullable=False, default=0),
+        sa.Column("next_version", sa.Integer, nullable=False, default=1),
+        sa.Column("created", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "repository_versions",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "repository_id",
+            sa.Integer,
+            sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("number", sa.Integer, nullable=False),
+        sa.Column("base_version", sa.Integer),
+        sa.Column("created", UTCDateTime, nullable=False),
+        sa.Column("complete", sa.Boolean, nullable=False, default=False),
+        sa.Column("summary", sa.JSON, nullable=False),
+        sa.UniqueConstraint("repository_id", "number"),
+    )
+    # Membership as intervals [version_added, version_removed). ``key`` is a digest, or a
+    # tag's name; ``value`` is the digest a tag points to.
+    sa.Table(
+        "repository_content",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(
+            "repository_id",
+            sa.Integer,
+            sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("content_type", sa.String(32), nullable=False),
+        # Byte order on every engine (PostgreSQL's default collation is locale-aware), so tags
+        # list in the same order everywhere and `last` pagination agrees with the index.
+        sa.Column(
+            "key",
+            sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("value", sa.String(255)),
+        sa.Column("version_added", sa.Integer, nullable=False),
+        sa.Column("version_removed", sa.Integer),
+        sa.Index("ix_content_key", "repository_id", "content_type", "key", "version_removed"),
+        sa.Index("ix_content_value", "repository_id", "content_type", "value"),
+        sa.Index("ix_content_added", "repository_id", "version_added"),
+        sa.Index("ix_content_removed", "repository_id", "version_removed"),
+        sa.Index("ix_content_global", "content_type", "key"),
+    )
+    sa.Table(
+        "blobs",
+        md,
+        sa.Column("digest", sa.String(150), primary_key=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("media_type", sa.String(255)),
+        sa.Column("touched", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "manifests",
+        md,
+        sa.Column("digest", sa.String(150), primary_key=True),
+        sa.Column("media_type", sa.String(255), nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("artifact_type", sa.String(255)),
+        sa.Column("subject", sa.String(150), index=True),
+        sa.Column("touched", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "manifest_refs",
+        md,
+        sa.Column("parent", sa.String(150), primary_key=True),
+        sa.Column("position", sa.Integer, primary_key=True),
+        sa.Column("child", sa.String(150), nullable=False, index=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("platform", sa.JSON),
+    )
+    sa.Table(
+        "signatures",
+        md,
+        sa.Column("digest", sa.String(150), primary_key=True),
+        sa.Column("manifest_digest", sa.String(150), nullable=False, index=True),
+        sa.Column("name", sa.String(512), nullable=False),
+        sa.Column("key_id", sa.String(255)),
+        sa.Column("sig_type", sa.String(64), nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("touched", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "remotes",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("fields", sa.JSON, nullable=False),
+        sa.Column("created", UTCDateTime, nullable=False),
+    )
+    # One row while a sync (or another long job) owns a repository; shared by every process.
+    sa.Table(
+        "repository_leases",
+        md,
+        sa.Column(
+            "repository_id",
+            sa.Integer,
+            sa.ForeignKey("repositories.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("purpose", sa.String(64), nullable=False),
+        sa.Column("acquired", UTCDateTime, nullable=False),
+        sa.Column("expires", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "distributions",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("base_path", sa.String(255), nullable=False, unique=True),
+        sa.Column(
+            "repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="SET NULL")
+        ),
+        sa.Column("repository_version", sa.Integer),
+        sa.Column("private", sa.Boolean, nullable=False, default=False),
+        sa.Column("description", sa.Text),
+        sa.Column("created", UTCDateTime, nullable=False),
+    )
+    return md
+
+
+def normalize_url(url: str) -> str:
+    """Pick the async driver for a plain SQLAlchemy URL (``sqlite://``, ``postgresql://``)."""
+    u = make_url(url)
+    if u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+asyncpg")
+    return u.render_as_string(hide_password=False)
+
+
+_CHUNK = 500  # keys per IN (...) list: well under every engine's bind-parameter limit
+
+
+async def _references(
+    conn: AsyncConnection, refs: sa.Table, digests: list[str]
+) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for i in range(0, len(digests), _CHUNK):
+        rows = await conn.execute(
+            sa.select(refs.c.parent, refs.c.child, refs.c.kind)
+            .where(refs.c.parent.in_(digests[i : i + _CHUNK]))
+            .order_by(refs.c.parent, refs.c.position)
+        )
+        for parent, child, kind in rows:
+            out.setdefault(parent, []).append((child, kind))
+    return out
+
+
+def _ordered(counts: Mapping[str, int]) -> dict[str, int]:
+    return {ct: counts[ct] for ct in CONTENT_TYPES if counts.get(ct)}
