@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ocimirror._version import __version__
+
 if TYPE_CHECKING:
     from ocimirror.blocking import Registry, Repository, open_registry
     from ocimirror.core.descriptor import Descriptor, Platform
@@ -76,9 +78,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-__version__ = "0.1.0"
 
 
 __all__ = [

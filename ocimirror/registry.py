@@ -7,31 +7,22 @@ import logging
 import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from ocimirror.backends.blobs import BlobLister, BlobStore, open_blob_store
-from ocimirror.backends.metadata import ManifestRecord
-from ocimirror.backends.sql import SQLMetadataStore
+from ocimirror.backends.metadata import MetadataStore
 from ocimirror.config import Config
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import Manifest, parse_manifest
-from ocimirror.core.mediatype import MediaType
 from ocimirror.core.reference import validate_repository_name
 from ocimirror.distribution import Distribution
-from ocimirror.errors import (
-    BlobNotFound,
-    DigestMismatch,
-    InvalidError,
-    InvalidName,
-    ManifestNotFound,
-)
+from ocimirror.errors import DigestMismatch, InvalidError, InvalidName
+from ocimirror.ingest import Ingest
 from ocimirror.remote import Remote, SyncPolicy
-from ocimirror.repository import AsyncRepository
-
-if TYPE_CHECKING:
-    from ocimirror.sync import SyncProgress, SyncResult
+from ocimirror.repository import AsyncRepository, check_retain
+from ocimirror.sync import SyncProgress, SyncResult, sync_all
 
 __all__ = ["AsyncRegistry", "CleanupReport", "RepairReport"]
 
@@ -83,11 +74,12 @@ class AsyncRegistry:
     """
 
     def __init__(
-        self, metadata: SQLMetadataStore, blobs: BlobStore, *, config: Config | None = None
+        self, metadata: MetadataStore, blobs: BlobStore, *, config: Config | None = None
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
         self.config = config
+        self._ingest = Ingest(metadata, blobs)
 
     def __repr__(self) -> str:
         return f"<AsyncRegistry metadata={self.metadata.url!r} storage={self.blobs.url!r}>"
@@ -113,6 +105,8 @@ class AsyncRegistry:
             storage_options=storage_options,
         )
         config.prepare()
+        from ocimirror.backends.sql import SQLMetadataStore
+
         metadata = SQLMetadataStore(config.database_url)
         await metadata.open()
         blobs = open_blob_store(config.storage_url, **dict(config.storage_options))
@@ -142,7 +136,7 @@ class AsyncRegistry:
     ) -> AsyncRepository:
         """Create a repository (with its empty version 0)."""
         _check_repository_name(name)
-        _check_retain(retain_repo_versions)
+        check_retain(retain_repo_versions)
         if remote is not None:
             await self.metadata.get_remote(remote)
         record = await self.metadata.create_repository(
@@ -151,15 +145,17 @@ class AsyncRegistry:
             retain_repo_versions=retain_repo_versions,
             remote=remote,
         )
-        return AsyncRepository(self, record)
+        return AsyncRepository(self.metadata, self.blobs, record)
 
     async def repository(self, name: str) -> AsyncRepository:
         """The repository named ``name``; RepositoryNotFound otherwise."""
-        return AsyncRepository(self, await self.metadata.get_repository(name))
+        record = await self.metadata.get_repository(name)
+        return AsyncRepository(self.metadata, self.blobs, record)
 
     async def repositories(self) -> list[AsyncRepository]:
         """Every repository, by name."""
-        return [AsyncRepository(self, r) for r in await self.metadata.list_repositories()]
+        records = await self.metadata.list_repositories()
+        return [AsyncRepository(self.metadata, self.blobs, r) for r in records]
 
     async def delete_repository(self, name: str) -> None:
         """Delete a repository and its versions; its content becomes orphan."""
@@ -251,26 +247,17 @@ class AsyncRegistry:
         media_type: str | None = None,
     ) -> Digest:
         """Stream a blob into storage, verified, and record it. Reuses a stored copy."""
-        if expected is not None and await self.reuse_blob(expected, media_type=media_type):
-            return expected
-        digest = await self.blobs.put(data, expected=expected, size=size)
-        stored = await self.blobs.stat(digest)
-        assert stored is not None
-        await self.metadata.add_blob(str(digest), stored, media_type)
-        return digest
+        return await self._ingest.put_blob(
+            data, expected=expected, size=size, media_type=media_type
+        )
 
     async def reuse_blob(self, digest: Digest, *, media_type: str | None = None) -> bool:
         """If the blob is stored, refresh its record (restarting its orphan grace) and say so."""
-        record = await self.metadata.get_blob(str(digest))
-        if record is None or await self.blobs.stat(digest) != record.size:
-            return False
-        await self.metadata.add_blob(str(digest), record.size, media_type or record.media_type)
-        return True
+        return await self._ingest.reuse_blob(digest, media_type=media_type)
 
     async def has_blob(self, digest: Digest) -> bool:
         """Whether the blob is recorded and present in storage."""
-        record = await self.metadata.get_blob(str(digest))
-        return record is not None and await self.blobs.stat(digest) == record.size
+        return await self._ingest.has_blob(digest)
 
     async def put_manifest(
         self, raw: bytes, media_type: str | None = None, *, expected: Digest | None = None
@@ -279,39 +266,11 @@ class AsyncRegistry:
 
         Non-distributable (foreign) layers need not be stored.
         """
-        manifest = parse_manifest(raw, media_type, expected=expected)
-        references: list[tuple[str, str, dict[str, Any] | None]] = []
-        for child in manifest.children():
-            if await self.metadata.get_manifest(str(child.digest)) is None:
-                raise ManifestNotFound(f"manifest {manifest.digest} lists unknown {child.digest}")
-            platform = child.platform.to_json() if child.platform else None
-            references.append((str(child.digest), "manifest", platform))
-        for blob in manifest.blobs():
-            if not MediaType.is_distributable(blob.media_type):
-                if not await self.has_blob(blob.digest):
-                    references.append((str(blob.digest), "foreign", None))
-                    continue
-            elif not await self.has_blob(blob.digest):
-                raise BlobNotFound(f"manifest {manifest.digest} references unknown {blob.digest}")
-            references.append((str(blob.digest), "blob", None))
-        await self.metadata.add_manifest(
-            ManifestRecord(
-                digest=str(manifest.digest),
-                media_type=manifest.media_type,
-                data=manifest.raw,
-                artifact_type=manifest.artifact_type,
-                subject=str(manifest.subject.digest) if manifest.subject else None,
-            ),
-            references,
-        )
-        return manifest
+        return await self._ingest.put_manifest(raw, media_type, expected=expected)
 
     async def get_manifest(self, digest: Digest) -> Manifest:
         """A stored manifest, parsed; ManifestNotFound otherwise."""
-        record = await self.metadata.get_manifest(str(digest))
-        if record is None:
-            raise ManifestNotFound(f"manifest {digest} is not stored")
-        return parse_manifest(record.data, record.media_type)
+        return await self._ingest.get_manifest(digest)
 
     # -- sync --------------------------------------------------------------------------------
 
@@ -328,12 +287,15 @@ class AsyncRegistry:
 
         Each gets its own version; a failure is returned in place of that repository's result.
         """
-        from ocimirror.sync import sync_all
-
         if mirror is not None:
             policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
         return await sync_all(
-            self, repositories, policy=policy, concurrency=concurrency, progress=progress
+            self.metadata,
+            self.blobs,
+            repositories,
+            policy=policy,
+            concurrency=concurrency,
+            progress=progress,
         )
 
     # -- maintenance -------------------------------------------------------------------------
@@ -428,8 +390,3 @@ def _check_repository_name(name: str) -> None:
 
 def _check_base_path(base_path: str) -> None:
     validate_repository_name(base_path)
-
-
-def _check_retain(value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise InvalidError(f"retain_repo_versions must be an integer >= 1, got {value!r}")

@@ -7,38 +7,45 @@ removing, which keeps whatever other remaining content still references.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ocimirror.backends.metadata import RepositoryRecord
-from ocimirror.backends.sql import SQLVersionBuilder
+from ocimirror.backends.blobs import BlobStore
+from ocimirror.backends.metadata import RepositoryRecord, VersionBuilder
 from ocimirror.core.digest import Digest
 from ocimirror.core.reference import validate_tag
-from ocimirror.errors import BlobNotFound, ManifestNotFound, TagNotFound
+from ocimirror.errors import BlobNotFound, InvalidError, ManifestNotFound, TagNotFound
 from ocimirror.remote import Remote, SyncPolicy
+from ocimirror.sync import SyncProgress, SyncResult, SyncStore, sync_repository
+from ocimirror.transfer import ExportReport, export_layout, import_layout
 from ocimirror.versions import RepositoryVersion
 
 if TYPE_CHECKING:
-    import os
-
-    from ocimirror.registry import AsyncRegistry
-    from ocimirror.sync import SyncProgress, SyncResult
-    from ocimirror.transfer import ExportReport
     from ocimirror.upstream import RegistryClient
 
-__all__ = ["AsyncRepository"]
+__all__ = ["AsyncRepository", "check_retain"]
+
+
+def check_retain(value: int | None) -> None:
+    """``retain_repo_versions`` is None (keep all) or an integer >= 1."""
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise InvalidError(f"retain_repo_versions must be an integer >= 1, got {value!r}")
 
 
 class AsyncRepository:
     """A repository in an :class:`~ocimirror.registry.AsyncRegistry`.
 
-    Its attributes are a snapshot taken when it was loaded; :meth:`refresh` reloads them.
+    It works on the stores it is given (``metadata``: anything that keeps the metadata
+    protocols a sync needs; ``blobs``: a blob store). Its attributes are a snapshot taken when
+    it was loaded; :meth:`refresh` reloads them.
     """
 
-    def __init__(self, registry: AsyncRegistry, record: RepositoryRecord) -> None:
-        self._registry = registry
+    def __init__(self, metadata: SyncStore, blobs: BlobStore, record: RepositoryRecord) -> None:
+        self._metadata = metadata
+        self._blobs = blobs
         self._record = record
 
     def __repr__(self) -> str:
@@ -97,18 +104,20 @@ class AsyncRepository:
 
     async def refresh(self) -> AsyncRepository:
         """Reload the snapshot from the store."""
-        self._record = await self._registry.metadata.get_repository(self.name)
+        self._record = await self._metadata.get_repository(self.name)
         return self
 
     async def update(self, **fields: Any) -> AsyncRepository:
         """Change description, retain_repo_versions or remote."""
-        from ocimirror.registry import _check_retain
-
+        if "mirror" in fields:
+            raise InvalidError(
+                "the mirror flag is set by a sync, in the transaction of the version it makes"
+            )
         if "retain_repo_versions" in fields:
-            _check_retain(fields["retain_repo_versions"])
+            check_retain(fields["retain_repo_versions"])
         if fields.get("remote") is not None:
-            await self._registry.metadata.get_remote(fields["remote"])
-        self._record = await self._registry.metadata.update_repository(self.name, **fields)
+            await self._metadata.get_remote(fields["remote"])
+        self._record = await self._metadata.update_repository(self.name, **fields)
         return self
 
     # -- versions ----------------------------------------------------------------------------
@@ -119,17 +128,17 @@ class AsyncRepository:
 
     async def version(self, number: int | None = None) -> RepositoryVersion:
         """One version (the latest when ``number`` is None); VersionNotFound otherwise."""
-        record = await self._registry.metadata.get_version(self.name, number)
+        record = await self._metadata.get_version(self.name, number)
         return RepositoryVersion.from_record(record)
 
     async def versions(self) -> list[RepositoryVersion]:
         """Every version, newest first."""
-        records = await self._registry.metadata.list_versions(self.name)
+        records = await self._metadata.list_versions(self.name)
         return [RepositoryVersion.from_record(r) for r in records]
 
     async def delete_version(self, number: int) -> None:
         """Delete a version; its changes fold into the next one."""
-        await self._registry.metadata.delete_version(self.name, number)
+        await self._metadata.delete_version(self.name, number)
         await self.refresh()
 
     async def _number(self, version: int | RepositoryVersion | None) -> int:
@@ -150,13 +159,13 @@ class AsyncRepository:
     ) -> dict[str, str]:
         """Tag name -> manifest digest in a version (default latest), sorted, paginated."""
         number = await self._number(version)
-        rows = await self._registry.metadata.list_tags(self.name, number, last=last, n=n)
+        rows = await self._metadata.list_tags(self.name, number, last=last, n=n)
         return dict(rows)
 
     async def resolve(self, tag: str, version: int | RepositoryVersion | None = None) -> Digest:
         """The digest a tag points to; TagNotFound otherwise."""
         number = await self._number(version)
-        digest = await self._registry.metadata.get_tag(self.name, number, tag)
+        digest = await self._metadata.get_tag(self.name, number, tag)
         if digest is None:
             raise TagNotFound(f"{self.name} version {number} has no tag {tag!r}")
         return Digest.parse(digest)
@@ -164,13 +173,13 @@ class AsyncRepository:
     async def manifests(self, version: int | RepositoryVersion | None = None) -> list[Digest]:
         """Digests of every manifest in a version."""
         number = await self._number(version)
-        keys = self._registry.metadata.iter_content(self.name, number, "container.manifest")
+        keys = self._metadata.iter_content(self.name, number, "container.manifest")
         return [Digest.parse(k) async for k in keys]
 
     async def blobs(self, version: int | RepositoryVersion | None = None) -> list[Digest]:
         """Digests of every blob in a version."""
         number = await self._number(version)
-        keys = self._registry.metadata.iter_content(self.name, number, "container.blob")
+        keys = self._metadata.iter_content(self.name, number, "container.blob")
         return [Digest.parse(k) async for k in keys]
 
     async def has_manifest(
@@ -178,7 +187,7 @@ class AsyncRepository:
     ) -> bool:
         """Whether the version holds that manifest."""
         number = await self._number(version)
-        return await self._registry.metadata.has_content(
+        return await self._metadata.has_content(
             self.name, number, "container.manifest", str(digest)
         )
 
@@ -187,34 +196,16 @@ class AsyncRepository:
     ) -> bool:
         """Whether the version holds that blob."""
         number = await self._number(version)
-        return await self._registry.metadata.has_content(
-            self.name, number, "container.blob", str(digest)
-        )
+        return await self._metadata.has_content(self.name, number, "container.blob", str(digest))
 
     # -- changing content --------------------------------------------------------------------
 
     async def closure(self, digest: Digest | str) -> tuple[list[str], list[str]]:
         """(manifests, blobs): a stored manifest and everything under it, parents first."""
-        meta = self._registry.metadata
-        manifests: list[str] = []
-        blobs: list[str] = []
-        seen: set[str] = set()
-        queue = [str(digest)]
-        while queue:
-            current = queue.pop(0)
-            if current in seen:
-                continue
-            seen.add(current)
-            if await meta.get_manifest(current) is None:
-                raise ManifestNotFound(f"manifest {current} is not stored")
-            manifests.append(current)
-            for child, kind in await meta.manifest_references(current):
-                if kind == "manifest":
-                    queue.append(child)
-                elif kind == "blob" and child not in seen:
-                    seen.add(child)
-                    blobs.append(child)
-        return manifests, blobs
+        closure = await self._metadata.closure([str(digest)])
+        if closure.missing:
+            raise ManifestNotFound(f"manifest {closure.missing[0]} is not stored")
+        return list(closure.manifests), list(closure.blobs)
 
     async def modify(
         self,
@@ -235,18 +226,11 @@ class AsyncRepository:
         tags = {validate_tag(n): str(d) for n, d in (add_tags or {}).items()}
         manifests = [str(d) for d in add_manifests]
         blobs = [str(d) for d in add_blobs]
-        plan_m: list[str] = []
-        plan_b: list[str] = []
-        for digest in dict.fromkeys([*tags.values(), *manifests]):
-            m, b = await self.closure(digest)
-            plan_m += m
-            plan_b += b
         for blob in blobs:
-            if await self._registry.metadata.get_blob(blob) is None:
+            if await self._metadata.get_blob(blob) is None:
                 raise BlobNotFound(f"blob {blob} is not stored")
-            plan_b.append(blob)
 
-        meta = self._registry.metadata
+        meta = self._metadata
         async with meta.new_version(self.name, base_version=base_version) as builder:
             await _remove(
                 builder,
@@ -255,8 +239,11 @@ class AsyncRepository:
                 manifests=[str(d) for d in remove_manifests],
                 blobs=[str(d) for d in remove_blobs],
             )
-            await builder.add_many("container.blob", dict.fromkeys(plan_b))
-            await builder.add_many("container.manifest", dict.fromkeys(plan_m))
+            closure = await builder.closure(list(dict.fromkeys([*tags.values(), *manifests])))
+            if closure.missing:
+                raise ManifestNotFound(f"manifest {closure.missing[0]} is not stored")
+            await builder.add_many("container.blob", dict.fromkeys([*closure.blobs, *blobs]))
+            await builder.add_many("container.manifest", dict.fromkeys(closure.manifests))
             await builder.add_many("container.tag", tags)
         assert builder.result is not None
         await self.refresh()
@@ -298,7 +285,7 @@ class AsyncRepository:
     async def untag(self, name: str) -> RepositoryVersion:
         """Remove a tag only; its manifest stays (untagged), as in Pulp."""
         validate_tag(name)
-        meta = self._registry.metadata
+        meta = self._metadata
         async with meta.new_version(self.name) as builder:
             if not await builder.remove("container.tag", name):
                 raise TagNotFound(f"{self.name} has no tag {name!r}")
@@ -343,7 +330,8 @@ class AsyncRepository:
         self, source: AsyncRepository | RepositoryVersion
     ) -> tuple[AsyncRepository, int]:
         if isinstance(source, RepositoryVersion):
-            return await self._registry.repository(source.repository), source.number
+            record = await self._metadata.get_repository(source.repository)
+            return AsyncRepository(self._metadata, self._blobs, record), source.number
         return source, (await source.version()).number
 
     # -- sync --------------------------------------------------------------------------------
@@ -361,12 +349,16 @@ class AsyncRepository:
 
         ``mirror=True`` is a shortcut for ``policy=SyncPolicy(mirror=True)``.
         """
-        from ocimirror.sync import sync_repository
-
         if mirror is not None:
             policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
         result = await sync_repository(
-            self._registry, self.name, remote, policy=policy, progress=progress, client=client
+            self._metadata,
+            self._blobs,
+            self.name,
+            remote,
+            policy=policy,
+            progress=progress,
+            client=client,
         )
         await self.refresh()
         return result
@@ -377,9 +369,9 @@ class AsyncRepository:
         self, path: str | os.PathLike[str], *, tags: Iterable[str] | None = None
     ) -> RepositoryVersion:
         """Import an OCI image layout (directory or tar): every tagged and untagged entry."""
-        from ocimirror.transfer import import_layout
-
-        return await import_layout(self, path, tags=tags)
+        version = await import_layout(self._metadata, self._blobs, self.name, path, tags=tags)
+        await self.refresh()
+        return version
 
     async def export_layout(
         self,
@@ -390,14 +382,15 @@ class AsyncRepository:
         tar: bool = False,
     ) -> ExportReport:
         """Export a version (default latest) to an OCI image layout directory or tar file."""
-        from ocimirror.transfer import export_layout
-
-        return await export_layout(self, path, version=version, tags=tags, tar=tar)
+        number = await self._number(version)
+        return await export_layout(
+            self._metadata, self._blobs, self.name, path, version=number, tags=tags, tar=tar
+        )
 
 
 async def _remove(
-    builder: SQLVersionBuilder,
-    meta: Any,
+    builder: VersionBuilder,
+    meta: SyncStore,
     *,
     tags: list[str],
     manifests: list[str],

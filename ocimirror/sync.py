@@ -11,14 +11,19 @@ The plan of one sync:
    blobs. Blobs stream straight into the blob store, verified; each digest is fetched once per
    sync even when many images share it, and not at all when it is already stored (in any
    repository).
-5. Record all new content in one transaction, then build the new version in another:
-   additive (``mirror=False``) adds the selected set; mirror (``mirror=True``) makes the
-   version hold exactly it. Nothing changed, no new version.
+5. Hand everything to :meth:`ocimirror.ingest.Ingest.publish`, the one way content comes
+   in: it records the batch (a manifest only with everything under it), then builds the new
+   version with the complete tags: additive (``mirror=False``) adds them; mirror
+   (``mirror=True``) makes the version hold exactly them, keeping a tag whose refresh failed.
+   Nothing changed, no new version. The version's transaction checks the lease (its holder is
+   the fencing token): a sync that lost its lease publishes nothing.
 
 Downloads run concurrently under a semaphore (``download_concurrency``) that several syncs in
-one process can share (``sync_all``). A tag whose manifest cannot be fetched or parsed fails
-alone and is reported; schema 1 manifests are skipped with a warning. A crash at any point
-leaves the repository at its last version; blobs already stored are reused by the rerun.
+one process can share (``sync_all``). A tag whose manifest, child or blob cannot be fetched
+is dropped alone and reported with its reason (:attr:`SyncResult.dropped`); the result's
+:attr:`~SyncResult.status` says ``complete``, ``partial`` or ``failed``. Schema 1 manifests
+are skipped with a warning. A crash at any point leaves the repository at its last version;
+blobs already stored are reused by the rerun.
 """
 
 from __future__ import annotations
@@ -31,24 +36,29 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
-from ocimirror.backends.metadata import ManifestRecord
+from ocimirror.backends.blobs import BlobStore
+from ocimirror.backends.metadata import (
+    ContentBatch,
+    Lease,
+    LeaseStore,
+    RemoteStore,
+    RepositoryRecord,
+)
+from ocimirror.core.descriptor import Descriptor
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import Manifest, parse_manifest
 from ocimirror.core.mediatype import MediaType
-from ocimirror.errors import InvalidError, NotFound, OcimirrorError, UpstreamError
+from ocimirror.errors import InvalidError, LeaseLost, OcimirrorError
+from ocimirror.ingest import Ingest, IngestStore, Published, manifest_entry
 from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.upstream import RegistryClient
 from ocimirror.versions import RepositoryVersion
 
-if TYPE_CHECKING:
-    from ocimirror.registry import AsyncRegistry
-    from ocimirror.repository import AsyncRepository
-
-__all__ = ["SyncProgress", "SyncResult", "sync_all", "sync_repository"]
+__all__ = ["SyncProgress", "SyncResult", "SyncStore", "sync_all", "sync_repository"]
 
 log = logging.getLogger("ocimirror.sync")
 
@@ -87,12 +97,26 @@ class SyncResult:
     requests: dict[str, int]
     duration: float
     skipped: tuple[dict[str, str], ...] = ()
-    failed: tuple[dict[str, str], ...] = ()
+    #: Tags (or digests) not published, each with its ``reason``.
+    dropped: tuple[dict[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
         """Whether every selected tag was synced (skipped schema 1 tags do not count)."""
-        return not self.failed
+        return not self.dropped
+
+    @property
+    def failed(self) -> tuple[dict[str, str], ...]:
+        """The same as :attr:`dropped` (its earlier name)."""
+        return self.dropped
+
+    @property
+    def status(self) -> str:
+        """``"complete"``: every selected tag was published; ``"partial"``: some were, the
+        ``dropped`` ones were not; ``"failed"``: tags were selected and none was published."""
+        if not self.dropped:
+            return "complete"
+        return "partial" if self.tags else "failed"
 
     def to_json(self) -> dict[str, Any]:
         """The version as ``version show`` prints it, plus a ``sync`` report."""
@@ -107,8 +131,9 @@ class SyncResult:
             "bytes_downloaded": self.bytes_downloaded,
             "requests": dict(self.requests),
             "duration": round(self.duration, 3),
+            "status": self.status,
             "skipped": list(self.skipped),
-            "failed": list(self.failed),
+            "dropped": list(self.dropped),
         }
         return data
 
@@ -117,38 +142,44 @@ class _Skip(Exception):
     """A manifest that is deliberately not synced (schema 1)."""
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 class _Job:
-    """One repository's sync: downloads, then the version."""
+    """One repository's sync: downloads into a content batch, then one call to publish it."""
 
     def __init__(
         self,
-        registry: AsyncRegistry,
-        repo: AsyncRepository,
+        ingest: Ingest,
+        repository: RepositoryRecord,
         remote: Remote,
         policy: SyncPolicy,
         client: RegistryClient,
         limit: asyncio.Semaphore,
         progress: Callable[[SyncProgress], None] | None,
         inflight_blobs: dict[str, asyncio.Future[None]],
+        lease: Lease | None = None,
     ) -> None:
-        self.registry = registry
-        self.repo = repo
+        self.ingest = ingest
+        self.metadata = ingest.metadata
+        self.repository = repository
         self.remote = remote
         self.policy = policy
         self.client = client
         self.limit = limit
+        self.lease = lease
         self.name = remote.upstream_name
-        self.progress = SyncProgress(repository=repo.name)
+        self.progress = SyncProgress(repository=repository.name)
         self._callback = progress
         self._manifests: dict[str, asyncio.Task[None]] = {}
         self._blobs = inflight_blobs  # shared by every job of one sync_all
-        self.new_blobs: list[tuple[str, int, str | None]] = []
-        self.new_manifests: list[
-            tuple[ManifestRecord, list[tuple[str, str, dict[str, Any] | None]]]
-        ] = []
-        self._reused: set[str] = set()
-        self.skipped: list[dict[str, str]] = []
-        self.failed: list[dict[str, str]] = []
+        self.batch = ContentBatch()
+        #: Why a digest could not be synced (fetch, parse or a child failed).
+        self.reasons: dict[str, str] = {}
+        #: Digests deliberately not synced (schema 1), with the reason.
+        self.skips: dict[str, str] = {}
+        self.failed_tags: dict[str, str] = {}
 
     def _tick(self) -> None:
         if self._callback is not None:
@@ -166,53 +197,57 @@ class _Job:
         return task
 
     async def _ensure_manifests(self, refs: list[tuple[Digest, str | None]]) -> None:
-        """Make manifests stored: reuse those already stored (one query), download the rest."""
+        """Make manifests stored: reuse those already recorded (one query), download the rest.
+
+        A recorded manifest has its whole closure recorded (the store's rule), so it needs
+        nothing more. Raises the first failure, after every download has settled.
+        """
         if not refs:
             return
         keys = list(dict.fromkeys(str(d) for d, _ in refs))
-        stored = await self.registry.metadata.existing_manifests(keys)
+        stored = await self.metadata.existing_manifests(keys)
         for key in stored:
-            if key not in self._reused:
-                self._reused.add(key)
+            if key not in self.batch.touch_manifests:
+                self.batch.touch_manifests.add(key)
                 self.progress.manifests_reused += 1
-        await asyncio.gather(*(self.manifest(d, mt) for d, mt in refs if str(d) not in stored))
+        results = await asyncio.gather(
+            *(self.manifest(d, mt) for d, mt in refs if str(d) not in stored),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _download_manifest(self, digest: Digest, media_type: str | None) -> None:
         key = str(digest)
-        async with self.limit:
-            fetched = await self.client.get_manifest(self.name, digest, expected=digest)
-        manifest = parse_manifest(fetched.raw, fetched.media_type, expected=digest)
-        if manifest.is_schema1:
-            raise _Skip(f"{digest} is a schema 1 manifest: it is never converted")
-        self.progress.manifests_downloaded += 1
-        wanted = self._wanted_blobs(manifest)
-        await asyncio.gather(
-            self._ensure_manifests([(c.digest, c.media_type) for c in manifest.children()]),
-            *(self.blob(b.digest, b.size, b.media_type) for b in wanted),
-        )
-        references: list[tuple[str, str, dict[str, Any] | None]] = []
-        for child in manifest.children():
-            platform = child.platform.to_json() if child.platform else None
-            references.append((str(child.digest), "manifest", platform))
-        wanted_digests = {str(b.digest) for b in wanted}
-        for blob in manifest.blobs():
-            kind = "blob" if str(blob.digest) in wanted_digests else "foreign"
-            references.append((str(blob.digest), kind, None))
-        self.new_manifests.append(
-            (
-                ManifestRecord(
-                    digest=key,
-                    media_type=manifest.media_type,
-                    data=manifest.raw,
-                    artifact_type=manifest.artifact_type,
-                    subject=str(manifest.subject.digest) if manifest.subject else None,
-                ),
-                references,
+        try:
+            async with self.limit:
+                fetched = await self.client.get_manifest(self.name, digest, expected=digest)
+            manifest = parse_manifest(fetched.raw, fetched.media_type, expected=digest)
+            if manifest.is_schema1:
+                raise _Skip(f"{digest} is a schema 1 manifest: it is never converted")
+            self.progress.manifests_downloaded += 1
+            wanted = self._wanted_blobs(manifest)
+            await asyncio.gather(
+                self._ensure_manifests([(c.digest, c.media_type) for c in manifest.children()]),
+                *(self.blob(b.digest, b.size, b.media_type) for b in wanted),
             )
+        except _Skip as exc:
+            self.skips.setdefault(key, str(exc))
+            raise
+        except (OcimirrorError, OSError) as exc:
+            self.reasons.setdefault(key, _describe(exc))
+            raise
+        # Every wanted blob is now verified in storage (by this job or another of the run).
+        for b in wanted:
+            self.batch.add_blob(str(b.digest), b.size, b.media_type)
+        wanted_digests = {str(b.digest) for b in wanted}
+        self.batch.add_manifest(
+            *manifest_entry(manifest, keeps=lambda b: str(b.digest) in wanted_digests)
         )
         self._tick()
 
-    def _wanted_blobs(self, manifest: Manifest) -> list[Any]:
+    def _wanted_blobs(self, manifest: Manifest) -> list[Descriptor]:
         return [
             b
             for b in manifest.blobs()
@@ -231,56 +266,62 @@ class _Job:
     async def _ensure_blob(self, digest: Digest, size: int, media_type: str) -> None:
         # Stored already (by any repository, or by an earlier run that crashed before
         # recording it): reuse it.
-        if await self.registry.blobs.stat(digest) == size:
+        if await self.ingest.blobs.stat(digest) == size:
             self.progress.blobs_reused += 1
-            self.new_blobs.append((str(digest), size, media_type))
             return
         async with self.limit:
-            await self.client.download_blob(self.name, digest, self.registry.blobs, size=size)
+            await self.client.download_blob(self.name, digest, self.ingest.blobs, size=size)
         # The client's counter is shared by concurrent downloads; a blob's own share is its
         # (verified) size. The result reports the client's exact total, retries included.
         self.progress.bytes_downloaded += size
         self.progress.blobs_downloaded += 1
-        self.new_blobs.append((str(digest), size, media_type))
         self._tick()
 
     # -- the run ---------------------------------------------------------------------------
-
-    def _fail(self, what: dict[str, str], exc: BaseException) -> None:
-        if isinstance(exc, _Skip):
-            log.warning("%s: skipping %s: %s", self.repo.name, what, exc)
-            self.skipped.append({**what, "reason": str(exc)})
-        else:
-            log.error("%s: %s failed: %s", self.repo.name, what, exc)
-            self.failed.append({**what, "error": f"{type(exc).__name__}: {exc}"})
 
     async def _resolve(self, tag: str) -> tuple[str, Digest, str] | None:
         try:
             async with self.limit:
                 ref = await self.client.resolve(self.name, tag)
         except (OcimirrorError, OSError) as exc:
-            self._fail({"tag": tag}, exc)
+            log.error("%s: tag %s failed: %s", self.repository.name, tag, exc)
+            self.failed_tags[tag] = _describe(exc)
             return None
         return tag, ref.digest, ref.media_type
 
-    async def _settle(self, what: dict[str, str], digest: Digest) -> bool:
-        """Wait for one top-level manifest; False (and reported) when it failed."""
-        task = self._manifests.get(str(digest))
+    async def _settle(self, roots: list[tuple[Digest, str | None]]) -> None:
+        """Download every root and what is under it; a failure is noted against the digest it
+        leaves unrecorded. The publish step decides what is complete from what is recorded,
+        never from which tasks ran."""
+        keys = list(dict.fromkeys(str(d) for d, _ in roots))
         try:
-            if task is not None:
-                await task
-            return True
-        except (_Skip, OcimirrorError, OSError) as exc:
-            self._fail(what, exc)
-            return False
-        finally:
-            self.progress.tags_done += 1
-            self._tick()
+            stored = await self.metadata.existing_manifests(keys)
+        except (OcimirrorError, OSError) as exc:
+            log.error("%s: looking up stored manifests failed: %s", self.repository.name, exc)
+            for key in keys:
+                self.reasons.setdefault(key, _describe(exc))
+            return
+        for key in stored:
+            if key not in self.batch.touch_manifests:
+                self.batch.touch_manifests.add(key)
+                self.progress.manifests_reused += 1
 
-    async def run(self) -> tuple[RepositoryVersion, bool, int]:
+        async def one(digest: Digest, media_type: str | None) -> None:
+            try:
+                if str(digest) not in stored:
+                    await self.manifest(digest, media_type)
+            except (_Skip, OcimirrorError, OSError):
+                pass  # noted against the digest by the task that failed
+            finally:
+                self.progress.tags_done += 1
+                self._tick()
+
+        await asyncio.gather(*(one(d, mt) for d, mt in roots))
+
+    async def run(self) -> tuple[Published, list[dict[str, str]], int]:
         upstream_tags = await self.client.list_tags(self.name)
         selected = sorted(t for t in upstream_tags if self.remote.wants_tag(t))
-        digests = list(self.remote.include_digests)
+        digests = [str(d) for d in self.remote.include_digests]
         self.progress.tags_total = len(selected) + len(digests)
         self.progress.phase = "resolving"
         self._tick()
@@ -289,93 +330,28 @@ class _Job:
         self.progress.phase = "downloading"
         self._tick()
         roots: list[tuple[Digest, str | None]] = [(d, mt) for _, d, mt in resolved]
-        roots += [(d, None) for d in digests]
-        # Failures surface per tag in _settle, so collect them here without raising.
-        await asyncio.gather(self._ensure_manifests(roots), return_exceptions=True)
-        tagged: dict[str, str] = {}
-        for tag, digest, _ in resolved:
-            if await self._settle({"tag": tag}, digest):
-                tagged[tag] = str(digest)
-        untagged = [str(d) for d in digests if await self._settle({"digest": str(d)}, d)]
+        roots += [(Digest.parse(d), None) for d in digests]
+        await self._settle(roots)
+        tagged = {tag: str(digest) for tag, digest, _ in resolved}
+        skipped = [
+            {"tag": t, "reason": self.skips[d]} for t, d in tagged.items() if d in self.skips
+        ]
+        skipped += [{"digest": d, "reason": self.skips[d]} for d in digests if d in self.skips]
 
         self.progress.phase = "publishing"
         self._tick()
-        await self.registry.metadata.record_content(
-            blobs=self.new_blobs,
-            manifests=self.new_manifests,
-            touch_manifests=sorted(self._reused),
+        published = await self.ingest.publish(
+            self.repository.name,
+            self.batch,
+            tags={t: d for t, d in tagged.items() if d not in self.skips},
+            untagged=[d for d in digests if d not in self.skips],
+            mirror=self.policy.mirror,
+            failed_tags=self.failed_tags,
+            reasons=self.reasons,
+            lease=self.lease,
+            mark_mirror=not self.repository.mirror,
         )
-        if self.policy.mirror:
-            version, created = await self._publish_mirror(tagged, untagged)
-        elif (unchanged := await self._unchanged(tagged, untagged)) is not None:
-            version, created = unchanged, False
-        else:
-            version, created = await self._publish_additive(tagged, untagged)
-        if not self.repo.mirror:
-            await self.repo.update(mirror=True)
-        return version, created, len(tagged)
-
-    async def _unchanged(
-        self, tagged: dict[str, str], untagged: list[str]
-    ) -> RepositoryVersion | None:
-        """The latest version when an additive sync would not change it (a no-op re-sync),
-        found with reads only; None when a new version must be built."""
-        if self.new_manifests:
-            return None
-        meta = self.registry.metadata
-        latest = await meta.get_version(self.repo.name)
-        current = dict(await meta.list_tags(self.repo.name, latest.number))
-        if any(current.get(tag) != digest for tag, digest in tagged.items()):
-            return None
-        for digest in untagged:
-            if not await meta.has_content(
-                self.repo.name, latest.number, "container.manifest", digest
-            ):
-                return None
-        return RepositoryVersion.from_record(latest)
-
-    async def _publish_additive(
-        self, tagged: dict[str, str], untagged: list[str]
-    ) -> tuple[RepositoryVersion, bool]:
-        meta = self.registry.metadata
-        before = self.repo.latest_version_number
-        async with meta.new_version(self.repo.name) as builder:
-            manifests, blobs = await builder.closure_many([*tagged.values(), *untagged])
-            await builder.add_many("container.blob", dict.fromkeys(sorted(blobs)))
-            await builder.add_many("container.manifest", dict.fromkeys(sorted(manifests)))
-            await builder.add_many("container.tag", tagged)
-        assert builder.result is not None
-        return RepositoryVersion.from_record(builder.result), builder.result.number != before
-
-    async def _publish_mirror(
-        self, tagged: dict[str, str], untagged: list[str]
-    ) -> tuple[RepositoryVersion, bool]:
-        meta = self.registry.metadata
-        before = self.repo.latest_version_number
-        failed_tags = {f["tag"] for f in self.failed if "tag" in f}
-        async with meta.new_version(self.repo.name) as builder:
-            current_tags = await builder.all_tags()
-            # A tag that failed this time keeps its content: a transient error never deletes.
-            keep = {t: d for t, d in current_tags.items() if t in failed_tags}
-            desired_tags = {**keep, **tagged}
-            manifests, blobs = await builder.closure_many([*desired_tags.values(), *untagged])
-            await builder.remove_many(
-                "container.tag", [t for t in current_tags if t not in desired_tags]
-            )
-            have_m = await builder.all_keys("container.manifest")
-            await builder.remove_many("container.manifest", sorted(have_m - manifests))
-            await builder.add_many("container.manifest", dict.fromkeys(sorted(manifests - have_m)))
-            have_b = await builder.all_keys("container.blob")
-            await builder.remove_many("container.blob", sorted(have_b - blobs))
-            await builder.add_many("container.blob", dict.fromkeys(sorted(blobs - have_b)))
-            signatures = await builder.signature_targets()
-            await builder.remove_many(
-                "container.signature",
-                sorted(s for s, m in signatures.items() if m not in manifests),
-            )
-            await builder.add_many("container.tag", desired_tags)
-        assert builder.result is not None
-        return RepositoryVersion.from_record(builder.result), builder.result.number != before
+        return published, skipped, len(published.tags)
 
 
 def _holder() -> str:
@@ -397,16 +373,32 @@ def _is_stale(holder: str) -> bool:
     return False
 
 
-async def _renew(registry: AsyncRegistry, repository: str, holder: str) -> None:
+class SyncStore(IngestStore, RemoteStore, Protocol):
+    """What a sync needs of the metadata store: content, versions, leases and remotes."""
+
+
+async def _renew(
+    metadata: LeaseStore, lease: Lease, job: asyncio.Task[Any], lost: asyncio.Event
+) -> None:
+    """Keep the lease; if it is lost, stop the job (it could not publish anyway)."""
     while True:
         await asyncio.sleep(LEASE_TTL / 3)
-        if not await registry.metadata.renew_lease(repository, holder=holder, ttl=LEASE_TTL):
-            log.error("%s: lost the sync lease", repository)
+        try:
+            held = await metadata.renew_lease(lease.repository, holder=lease.holder, ttl=LEASE_TTL)
+        except (OcimirrorError, OSError) as exc:
+            # The database is unreachable for now: keep trying while the lease may still run.
+            log.warning("%s: renewing the sync lease failed: %s", lease.repository, exc)
+            continue
+        if not held:
+            log.error("%s: lost the sync lease; stopping without publishing", lease.repository)
+            lost.set()
+            job.cancel()
             return
 
 
 async def sync_repository(
-    registry: AsyncRegistry,
+    metadata: SyncStore,
+    blobs: BlobStore,
     repository: str,
     remote: Remote | str | None = None,
     *,
@@ -418,51 +410,63 @@ async def sync_repository(
 ) -> SyncResult:
     """Sync one repository from a remote (default: the repository's own remote).
 
-    ``client`` lets a caller supply the upstream client (tests, custom transports);
-    ``limit`` shares a download budget between several syncs.
+    A sync is a job over the stores, an upstream client and a policy. ``client`` lets a caller
+    supply the upstream client (tests, custom transports); ``limit`` shares a download budget
+    between several syncs. Raises LeaseLost when another process took the repository's lease
+    over: nothing is published then.
     """
     started = time.monotonic()
     policy = policy or SyncPolicy()
-    repo = await registry.repository(repository)
+    record = await metadata.get_repository(repository)
     if remote is None:
-        if repo.remote is None:
+        if record.remote is None:
             raise InvalidError(f"repository {repository!r} has no remote: name one to sync from")
-        remote = repo.remote
+        remote = record.remote
     if isinstance(remote, str):
-        remote = await registry.remote(remote)
+        remote = Remote.from_json((await metadata.get_remote(remote)).fields)
     if remote.policy != "immediate":
         raise InvalidError(f"remote {remote.name!r}: only the 'immediate' policy is supported")
-    holder = _holder()
-    await registry.metadata.acquire_lease(
-        repository, holder=holder, purpose="sync", ttl=LEASE_TTL, is_stale=_is_stale
+    lease = await metadata.acquire_lease(
+        repository, holder=_holder(), purpose="sync", ttl=LEASE_TTL, is_stale=_is_stale
     )
-    renewer = asyncio.ensure_future(_renew(registry, repository, holder))
     own_client = client is None
     client = client or RegistryClient.from_remote(remote)
+    job = _Job(
+        Ingest(metadata, blobs),
+        record,
+        remote,
+        policy,
+        client,
+        limit or asyncio.Semaphore(remote.download_concurrency),
+        progress,
+        {} if _inflight is None else _inflight,
+        lease,
+    )
+    running = asyncio.ensure_future(job.run())
+    lost = asyncio.Event()
+    renewer = asyncio.ensure_future(_renew(metadata, lease, running, lost))
     try:
-        job = _Job(
-            registry,
-            repo,
-            remote,
-            policy,
-            client,
-            limit or asyncio.Semaphore(remote.download_concurrency),
-            progress,
-            {} if _inflight is None else _inflight,
-        )
-        version, created, tags = await job.run()
+        published, skipped, tags = await running
+    except asyncio.CancelledError:
+        if lost.is_set():
+            raise LeaseLost(
+                f"repository {repository!r}: the sync lost its lease to another process; "
+                "nothing was published"
+            ) from None
+        raise
     finally:
         renewer.cancel()
+        running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
         if own_client:
             await client.aclose()
-        await registry.metadata.release_lease(repository, holder=holder)
+        await metadata.release_lease(repository, holder=lease.holder)
     p = job.progress
     result = SyncResult(
         repository=repository,
-        version=version,
-        created=created,
+        version=RepositoryVersion.from_record(published.version),
+        created=published.created,
         tags=tags,
         manifests_downloaded=p.manifests_downloaded,
         manifests_reused=p.manifests_reused,
@@ -471,21 +475,23 @@ async def sync_repository(
         bytes_downloaded=client.stats.bytes_downloaded,
         requests=dict(client.stats.requests),
         duration=time.monotonic() - started,
-        skipped=tuple(job.skipped),
-        failed=tuple(job.failed),
+        skipped=tuple(skipped),
+        dropped=tuple(d.to_json() for d in published.dropped),
     )
     log.info(
-        "%s: synced %d tags -> version %d (%s)",
+        "%s: synced %d tags -> version %d (%s, %s)",
         repository,
         tags,
-        version.number,
-        "new" if created else "unchanged",
+        result.version.number,
+        "new" if result.created else "unchanged",
+        result.status,
     )
     return result
 
 
 async def sync_all(
-    registry: AsyncRegistry,
+    metadata: SyncStore,
+    blobs: BlobStore,
     repositories: Iterable[str] | None = None,
     *,
     policy: SyncPolicy | None = None,
@@ -498,7 +504,7 @@ async def sync_all(
     failure does not stop the others and is returned in place of its result.
     """
     if repositories is None:
-        names = [r.name for r in await registry.repositories() if r.remote is not None]
+        names = [r.name for r in await metadata.list_repositories() if r.remote is not None]
     else:
         names = list(repositories)
     limit = asyncio.Semaphore(concurrency)
@@ -507,9 +513,15 @@ async def sync_all(
     async def one(name: str) -> SyncResult | BaseException:
         try:
             return await sync_repository(
-                registry, name, policy=policy, progress=progress, limit=limit, _inflight=inflight
+                metadata,
+                blobs,
+                name,
+                policy=policy,
+                progress=progress,
+                limit=limit,
+                _inflight=inflight,
             )
-        except (OcimirrorError, OSError, UpstreamError, NotFound) as exc:
+        except (OcimirrorError, OSError) as exc:
             log.error("%s: sync failed: %s", name, exc)
             return exc
 

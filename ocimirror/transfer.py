@@ -10,19 +10,19 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
+from ocimirror.backends.blobs import BlobStore
+from ocimirror.backends.metadata import ContentBatch
 from ocimirror.core.digest import Digest
-from ocimirror.core.manifest import MAX_MANIFEST_SIZE, Manifest, parse_manifest
+from ocimirror.core.manifest import MAX_MANIFEST_SIZE, parse_manifest
 from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import InvalidLayout
+from ocimirror.ingest import Ingest, IngestStore, manifest_entry
 from ocimirror.layout import LayoutReader, LayoutWriter
 from ocimirror.versions import RepositoryVersion
-
-if TYPE_CHECKING:
-    from ocimirror.repository import AsyncRepository
 
 __all__ = ["ExportReport", "export_layout", "import_layout"]
 
@@ -50,45 +50,68 @@ async def _iter_file(reader: LayoutReader, digest: Digest) -> AsyncIterator[byte
         await asyncio.to_thread(f.close)
 
 
-async def _ingest(
-    repo: AsyncRepository, reader: LayoutReader, digest: Digest, media_type: str, seen: set[str]
-) -> Manifest | None:
-    """Store a manifest from the layout and everything under it; None for schema 1."""
-    registry = repo._registry
-    if str(digest) in seen:
-        return None
-    seen.add(str(digest))
+async def _gather(
+    ingest: Ingest,
+    reader: LayoutReader,
+    digest: Digest,
+    media_type: str,
+    batch: ContentBatch,
+    seen: set[str],
+) -> bool:
+    """Put a manifest from the layout and everything under it into ``batch`` (blobs stream
+    into storage, verified); False for a schema 1 manifest, which is skipped."""
+    key = str(digest)
+    if key in seen:
+        return key in batch.manifests or key in batch.touch_manifests
+    seen.add(key)
+    if await ingest.metadata.existing_manifests([key]):
+        batch.touch_manifests.add(key)  # recorded, so is everything under it
+        return True
     raw = await asyncio.to_thread(reader.read_blob, digest, max_size=MAX_MANIFEST_SIZE)
     manifest = parse_manifest(raw, media_type, expected=digest)
     if manifest.is_schema1:
         log.warning("skipping schema 1 manifest %s: it is never converted", digest)
-        return None
+        return False
     for child in manifest.children():
-        await _ingest(repo, reader, child.digest, child.media_type, seen)
+        await _gather(ingest, reader, child.digest, child.media_type, batch, seen)
+    kept: set[str] = set()
     for blob in manifest.blobs():
-        if await registry.reuse_blob(blob.digest, media_type=blob.media_type):
+        blob_key = str(blob.digest)
+        if blob_key in batch.blobs or await ingest.reuse_blob(
+            blob.digest, media_type=blob.media_type
+        ):
+            kept.add(blob_key)
             continue
         if not MediaType.is_distributable(blob.media_type) and not reader.has_blob(blob.digest):
             continue  # foreign layers live at their URLs, not in the layout
-        await registry.put_blob(
-            _iter_file(reader, blob.digest),
-            expected=blob.digest,
-            size=blob.size,
-            media_type=blob.media_type,
+        stored_digest, size = await ingest.store_blob(
+            _iter_file(reader, blob.digest), expected=blob.digest, size=blob.size
         )
-    return await registry.put_manifest(raw, manifest.media_type, expected=digest)
+        batch.add_blob(str(stored_digest), size, blob.media_type)
+        kept.add(blob_key)
+    batch.add_manifest(*manifest_entry(manifest, keeps=lambda b: str(b.digest) in kept))
+    return True
 
 
 async def import_layout(
-    repo: AsyncRepository, path: str | os.PathLike[str], *, tags: Iterable[str] | None = None
+    metadata: IngestStore,
+    blobs: BlobStore,
+    repository: str,
+    path: str | os.PathLike[str],
+    *,
+    tags: Iterable[str] | None = None,
 ) -> RepositoryVersion:
-    """Import every entry of an OCI image layout (or only the ``tags`` named) into ``repo``.
+    """Import every entry of an OCI image layout (or only the ``tags`` named) into
+    ``repository``, through :meth:`~ocimirror.ingest.Ingest.publish`.
 
     Blobs stream into storage, verified; the new version holds each tagged entry under its
-    ref name and each untagged one as an untagged manifest.
+    ref name and each untagged one as an untagged manifest. All or nothing: a layout that
+    misses content publishes nothing (InvalidLayout or IncompleteContent).
     """
     wanted = None if tags is None else set(tags)
+    ingest = Ingest(metadata, blobs)
     reader = await asyncio.to_thread(LayoutReader.open, path)
+    batch = ContentBatch()
     try:
         refs = reader.refs()
         tagged: dict[str, str] = {}
@@ -97,8 +120,7 @@ async def import_layout(
         for ref in refs:
             if wanted is not None and ref.name not in wanted:
                 continue
-            await _ingest(repo, reader, ref.digest, ref.media_type, seen)
-            if await repo._registry.metadata.get_manifest(str(ref.digest)) is None:
+            if not await _gather(ingest, reader, ref.digest, ref.media_type, batch, seen):
                 continue  # skipped (schema 1)
             if ref.name is None:
                 untagged.append(str(ref.digest))
@@ -108,7 +130,10 @@ async def import_layout(
             raise InvalidLayout(f"the layout has no tag {sorted(missing)[0]!r}")
     finally:
         await asyncio.to_thread(reader.close)
-    return await repo.add(tags=tagged, manifests=untagged)
+    published = await ingest.publish(
+        repository, batch, tags=tagged, untagged=untagged, partial=False
+    )
+    return RepositoryVersion.from_record(published.version)
 
 
 def _bridge(agen: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
@@ -125,10 +150,12 @@ def _bridge(agen: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iter
 
 
 async def export_layout(
-    repo: AsyncRepository,
+    metadata: IngestStore,
+    blobs: BlobStore,
+    repository: str,
     path: str | os.PathLike[str],
     *,
-    version: int | RepositoryVersion | None = None,
+    version: int | None = None,
     tags: Iterable[str] | None = None,
     tar: bool = False,
 ) -> ExportReport:
@@ -136,21 +163,17 @@ async def export_layout(
 
     Digests are preserved: manifests are written byte for byte as stored.
     """
-    registry = repo._registry
-    number = (
-        version.number
-        if isinstance(version, RepositoryVersion)
-        else (await repo.version(version)).number
-    )
-    all_tags = await repo.tags(number)
+    content = Ingest(metadata, blobs)
+    number = (await metadata.get_version(repository, version)).number
+    all_tags = dict(await metadata.list_tags(repository, number))
     if tags is None:
         chosen = all_tags
-        roots = await _untagged_roots(repo, number, set(all_tags.values()))
+        roots = await _untagged_roots(metadata, repository, number, set(all_tags.values()))
     else:
         chosen = {}
         for name in tags:
             if name not in all_tags:
-                raise InvalidLayout(f"{repo.name} version {number} has no tag {name!r}")
+                raise InvalidLayout(f"{repository} version {number} has no tag {name!r}")
             chosen[name] = all_tags[name]
         roots = []
     loop = asyncio.get_running_loop()
@@ -160,15 +183,15 @@ async def export_layout(
     try:
 
         async def write_manifest(digest: str) -> dict[str, Any]:
-            manifest = await registry.get_manifest(Digest.parse(digest))
+            manifest = await content.get_manifest(Digest.parse(digest))
             if digest not in written_manifests:
                 for child in manifest.children():
                     await write_manifest(str(child.digest))
                 for blob in manifest.blobs():
                     key = str(blob.digest)
-                    if key in written_blobs or not await registry.has_blob(blob.digest):
+                    if key in written_blobs or not await content.has_blob(blob.digest):
                         continue  # foreign layers are not stored
-                    chunks = _bridge(aiter(registry.blobs.open(blob.digest)), loop)
+                    chunks = _bridge(aiter(blobs.open(blob.digest)), loop)
                     await asyncio.to_thread(writer.write_blob, blob.digest, chunks, size=blob.size)
                     written_blobs.add(key)
                 await asyncio.to_thread(writer.write_blob, manifest.digest, [manifest.raw])
@@ -201,12 +224,13 @@ def _abort(writer: LayoutWriter) -> None:
         abort()
 
 
-async def _untagged_roots(repo: AsyncRepository, number: int, tagged: set[str]) -> list[str]:
+async def _untagged_roots(
+    metadata: IngestStore, repository: str, number: int, tagged: set[str]
+) -> list[str]:
     """Manifests in the version that no tag and no other manifest in it reaches."""
-    manifests = [str(d) for d in await repo.manifests(number)]
+    keys = metadata.iter_content(repository, number, "container.manifest")
+    manifests = [k async for k in keys]
     referenced: set[str] = set(tagged)
-    for digest in manifests:
-        for child, kind in await repo._registry.metadata.manifest_references(digest):
-            if kind == "manifest":
-                referenced.add(child)
+    for children in (await metadata.references_many(manifests)).values():
+        referenced.update(child for child, kind in children if kind == "manifest")
     return [d for d in manifests if d not in referenced]

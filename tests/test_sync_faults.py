@@ -108,8 +108,8 @@ def test_corrupted_bytes_are_never_stored(
     proxy.corrupt(LAYER // 4, times=100, method="GET", path=f"/blobs/{victim.digest}")
     result = setup["repo"].sync(client=client(setup["remote"], max_retries=2))
     assert not result.ok
-    assert [f["tag"] for f in result.failed] == ["v1"]
-    assert "Digest" in result.failed[0]["error"]
+    assert [f["tag"] for f in result.dropped] == ["v1"]
+    assert "Digest" in result.dropped[0]["reason"]
     assert set(setup["repo"].tags()) == {"v0", "v2"}
     assert not registry._portal.call(registry.aio.blobs.exists(victim.digest))
     assert registry.repair().ok
@@ -149,7 +149,7 @@ def test_a_failed_tag_is_not_deleted_by_a_mirror_sync(
     assert repo.sync(client=client(setup["remote"])).ok
     proxy.status(500, times=1000, method="HEAD", path="/manifests/v1")
     result = repo.sync(client=client(setup["remote"], max_retries=1), mirror=True)
-    assert [f["tag"] for f in result.failed] == ["v1"]
+    assert [f["tag"] for f in result.dropped] == ["v1"]
     assert not result.created
     assert_complete(registry, setup)
 

@@ -1,10 +1,26 @@
 """The metadata store: what the database holds, as records and small protocols.
 
-The store is split by concern, the way the registry API is: repositories and their versions,
-content (blobs, manifests, signatures, all shared across repositories, one row per digest),
-the content of one version (tags, membership), remotes and distributions.
-:class:`~ocimirror.backends.sql.SQLMetadataStore` implements every protocol here over SQLite
-and PostgreSQL.
+The store is split by concern: repositories and their versions (:class:`RepositoryStore`,
+with the :class:`VersionBuilder` that makes a version), content shared by every repository
+(:class:`ContentStore`: blobs, manifests, signatures, one row per digest), remotes and
+distributions (:class:`RemoteStore`, :class:`DistributionStore`) and the leases that keep
+two syncs off one repository (:class:`LeaseStore`). The services (registry, repository,
+sync, layout transfer, the server) name these protocols, never an implementation;
+:class:`~ocimirror.backends.sql.SQLMetadataStore` implements all of them over SQLite and
+PostgreSQL, and ``tests/backends/test_metadata_store.py`` holds it to them.
+
+Two rules are the store's to keep, inside its own transactions, so no caller can get around
+them:
+
+* **Recording** (:meth:`ContentStore.record_content`): a manifest is recorded only when
+  everything it references is recorded: child manifests and blobs, except foreign layers
+  (references of kind ``"foreign"``), which live at their URLs.
+* **Publishing** (:meth:`RepositoryStore.new_version`): a version is closed under references.
+  Every manifest in it has its child manifests and blobs in it, every tag points at a
+  manifest in it, every signature signs a manifest in it; a version that would break this is
+  not published (:class:`~ocimirror.errors.IncompleteContent`). A builder opened with a
+  :class:`Lease` publishes only while that lease is still held
+  (:class:`~ocimirror.errors.LeaseLost`).
 
 Membership is stored as intervals: a row says "this content is in the repository from version
 ``version_added`` until (not including) ``version_removed``". A new version therefore costs
@@ -13,10 +29,10 @@ O(changes), and any version's content is one indexed query.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import attrs
 
@@ -24,12 +40,20 @@ __all__ = [
     "CONTENT_TYPES",
     "BlobRecord",
     "CleanupCounts",
+    "Closure",
+    "ContentBatch",
     "ContentStore",
     "ContentType",
     "DistributionRecord",
+    "DistributionStore",
+    "Lease",
+    "LeaseStore",
     "ManifestRecord",
     "MetadataStore",
+    "Reference",
+    "Rejection",
     "RemoteRecord",
+    "RemoteStore",
     "RepositoryRecord",
     "RepositoryStore",
     "SignatureRecord",
@@ -49,6 +73,18 @@ CONTENT_TYPES: tuple[ContentType, ...] = (
     "container.tag",
     "container.signature",
 )
+
+
+#: One reference of a manifest: (child digest, kind, platform). ``kind`` is ``"manifest"`` (a
+#: child of an index), ``"blob"`` (a config or layer that must be recorded) or ``"foreign"``
+#: (a non-distributable layer that is not kept); ``platform`` is an index entry's platform.
+Reference: TypeAlias = tuple[str, str, dict[str, Any] | None]
+
+#: The reference kinds a recorded manifest needs recorded too, with their content types.
+REQUIRED_KINDS: Mapping[str, ContentType] = {
+    "manifest": "container.manifest",
+    "blob": "container.blob",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -128,6 +164,83 @@ class DistributionRecord:
     description: str | None
 
 
+@attrs.define(kw_only=True)
+class ContentBatch:
+    """Content that arrives together (a sync, a layout import, a push), recorded at once.
+
+    ``blobs`` must already be in the blob store, verified; ``touch_*`` are digests that were
+    reused and whose orphan grace period restarts.
+    """
+
+    blobs: dict[str, tuple[int, str | None]] = attrs.field(factory=dict)
+    manifests: dict[str, tuple[ManifestRecord, list[Reference]]] = attrs.field(factory=dict)
+    signatures: dict[str, SignatureRecord] = attrs.field(factory=dict)
+    touch_blobs: set[str] = attrs.field(factory=set)
+    touch_manifests: set[str] = attrs.field(factory=set)
+
+    def add_blob(self, digest: str, size: int, media_type: str | None = None) -> None:
+        """A blob now in the blob store."""
+        self.blobs[digest] = (size, media_type)
+
+    def add_manifest(self, record: ManifestRecord, references: list[Reference]) -> None:
+        """A manifest and its references, in order."""
+        self.manifests[record.digest] = (record, references)
+
+    def add_signature(self, record: SignatureRecord) -> None:
+        """A signature of a manifest."""
+        self.signatures[record.digest] = record
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.blobs
+            or self.manifests
+            or self.signatures
+            or self.touch_blobs
+            or self.touch_manifests
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Rejection:
+    """Content :meth:`ContentStore.record_content` refused: what it references that is not
+    recorded (``missing``, of ``kind`` ``"manifest"``, ``"blob"`` or, for a signature,
+    ``"signed"``)."""
+
+    digest: str
+    missing: str
+    kind: str
+
+    @property
+    def reason(self) -> str:
+        """One sentence for a report."""
+        what = {"manifest": "child manifest", "blob": "blob", "signed": "signed manifest"}
+        kind = what.get(self.kind, self.kind)
+        return f"{self.digest} references {kind} {self.missing}, which is not recorded"
+
+
+@attrs.frozen(kw_only=True)
+class Closure:
+    """A set of manifests and everything under them: manifests parents first, then blobs.
+
+    ``missing`` lists digests reached (roots or children) that are not recorded manifests.
+    """
+
+    manifests: tuple[str, ...]
+    blobs: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Lease:
+    """A repository's lease as taken: ``holder`` is unique to this taking, so it is also the
+    fencing token a version builder checks before it publishes."""
+
+    repository: str
+    holder: str
+    purpose: str
+    expires: datetime
+
+
 @attrs.frozen(kw_only=True)
 class CleanupCounts:
     """What an orphan cleanup removed from the metadata; the blob files go with the blob rows."""
@@ -160,21 +273,23 @@ class RepositoryStore(Protocol):
         ...
 
     async def update_repository(self, name: str, **fields: Any) -> RepositoryRecord:
-        """Change description, retain_repo_versions, remote or mirror."""
+        """Change description, retain_repo_versions or remote (the mirror flag changes only
+        in a version's transaction: :meth:`VersionBuilder.set_mirror`)."""
         ...
 
     async def delete_repository(self, name: str) -> None:
         """Delete a repository and all its versions (content becomes orphan)."""
         ...
 
-
-class VersionStore(Protocol):
-    """Repository versions and what each holds."""
-
     def new_version(
-        self, repository: str, *, base_version: int | None = None
+        self, repository: str, *, base_version: int | None = None, lease: Lease | None = None
     ) -> AbstractAsyncContextManager[VersionBuilder]:
-        """Open a builder for the next version; it is published atomically on a clean exit."""
+        """Open a builder for the next version in one locked transaction.
+
+        On a clean exit the version is checked (closed under references) and published
+        atomically; nothing changed, no version. With ``lease``, it publishes only if the
+        lease is still this holder's (LeaseLost otherwise).
+        """
         ...
 
     async def get_version(self, repository: str, number: int | None = None) -> VersionRecord:
@@ -208,27 +323,30 @@ class VersionStore(Protocol):
     def iter_content(
         self, repository: str, number: int, content_type: ContentType
     ) -> AsyncIterator[str]:
-        """Every key (digest, or tag name) of one content type in a version."""
+        """Every key (digest, or tag name) of one content type in a version, sorted."""
         ...
+
+
+#: The name it had before versions and repositories became one concern.
+VersionStore = RepositoryStore
 
 
 class ContentStore(Protocol):
     """Content shared by every repository: one row per digest."""
 
-    async def add_blob(self, digest: str, size: int, media_type: str | None = None) -> None:
-        """Record a blob that is now in the blob store (refreshes its orphan grace period)."""
+    async def record_content(self, batch: ContentBatch) -> dict[str, Rejection]:
+        """Record a batch in one transaction; the one way content is recorded.
+
+        A manifest is recorded only when each reference it needs (``"manifest"`` and
+        ``"blob"`` kinds) is recorded already or accepted from the same batch; a signature
+        only when its manifest is. What is refused is returned by digest, with the first
+        missing reference; the rest is recorded. Content already recorded is kept (same
+        digest, same content) and touched, restarting its orphan grace period.
+        """
         ...
 
     async def get_blob(self, digest: str) -> BlobRecord | None:
         """The blob's record, or None."""
-        ...
-
-    async def add_manifest(
-        self,
-        record: ManifestRecord,
-        references: list[tuple[str, str, dict[str, Any] | None]],
-    ) -> None:
-        """Record a manifest and its references: (child digest, "manifest"|"blob", platform)."""
         ...
 
     async def get_manifest(self, digest: str) -> ManifestRecord | None:
@@ -239,8 +357,28 @@ class ContentStore(Protocol):
         """(child digest, kind) of each reference of a stored manifest, in order."""
         ...
 
+    async def references_many(self, digests: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """parent -> [(child, kind), ...] for many stored manifests at once."""
+        ...
+
+    async def closure(self, roots: list[str]) -> Closure:
+        """The recorded manifests ``roots`` and everything under them."""
+        ...
+
+    async def existing_manifests(self, digests: list[str]) -> set[str]:
+        """Which of ``digests`` are recorded manifests."""
+        ...
+
+    async def known_blob_digests(self, digests: list[str]) -> set[str]:
+        """Which of ``digests`` have a blob record."""
+        ...
+
     def iter_blobs(self) -> AsyncIterator[BlobRecord]:
         """Every blob record (for repair)."""
+        ...
+
+    def iter_manifest_digests(self) -> AsyncIterator[str]:
+        """Every recorded manifest's digest (for repair)."""
         ...
 
     async def delete_orphans(self, older_than: datetime) -> CleanupCounts:
@@ -248,8 +386,92 @@ class ContentStore(Protocol):
         ...
 
 
-class MetadataStore(RepositoryStore, VersionStore, ContentStore, Protocol):
+class RemoteStore(Protocol):
+    """Remotes: where content comes from, stored as their fields."""
+
+    async def create_remote(self, name: str, fields: Mapping[str, Any]) -> RemoteRecord:
+        """Store a remote; AlreadyExists when the name is taken."""
+        ...
+
+    async def get_remote(self, name: str) -> RemoteRecord:
+        """The remote named ``name``; RemoteNotFound otherwise."""
+        ...
+
+    async def list_remotes(self) -> list[RemoteRecord]:
+        """Every remote, by name."""
+        ...
+
+    async def update_remote(self, name: str, fields: Mapping[str, Any]) -> RemoteRecord:
+        """Replace a remote's fields."""
+        ...
+
+    async def delete_remote(self, name: str) -> None:
+        """Delete a remote; repositories that named it forget it."""
+        ...
+
+
+class DistributionStore(Protocol):
+    """Distributions: base paths that serve a repository or one of its versions."""
+
+    async def create_distribution(
+        self, name: str, base_path: str, **fields: Any
+    ) -> DistributionRecord:
+        """Store a distribution; AlreadyExists when the name or base path is taken."""
+        ...
+
+    async def get_distribution(
+        self, name: str | None = None, *, base_path: str | None = None
+    ) -> DistributionRecord:
+        """A distribution by name or base path; DistributionNotFound otherwise."""
+        ...
+
+    async def list_distributions(self) -> list[DistributionRecord]:
+        """Every distribution, by name."""
+        ...
+
+    async def update_distribution(self, name: str, **fields: Any) -> DistributionRecord:
+        """Change some fields of a distribution."""
+        ...
+
+    async def delete_distribution(self, name: str) -> None:
+        """Delete a distribution (the repository is untouched)."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """Leases: one long job (a sync) per repository, shared by every process."""
+
+    async def acquire_lease(
+        self,
+        repository: str,
+        *,
+        holder: str,
+        purpose: str,
+        ttl: float,
+        is_stale: Callable[[str], bool] | None = None,
+    ) -> Lease:
+        """Take the repository's lease, or raise RepositoryBusy naming who holds it.
+
+        An expired lease is taken over, and so is one whose holder ``is_stale`` says is gone.
+        """
+        ...
+
+    async def renew_lease(self, repository: str, *, holder: str, ttl: float) -> bool:
+        """Extend a lease this holder owns; False if it was lost."""
+        ...
+
+    async def release_lease(self, repository: str, *, holder: str) -> None:
+        """Give a lease back (nothing happens if this holder does not own it)."""
+        ...
+
+
+class MetadataStore(
+    RepositoryStore, ContentStore, RemoteStore, DistributionStore, LeaseStore, Protocol
+):
     """Everything the database holds."""
+
+    #: Where it is, with any password hidden.
+    url: str
 
     async def open(self) -> None:
         """Connect, create or check the schema."""
@@ -263,22 +485,32 @@ class MetadataStore(RepositoryStore, VersionStore, ContentStore, Protocol):
 class VersionBuilder(Protocol):
     """Changes to a repository, applied inside one locked transaction.
 
-    Presence checks see the version being built, including the changes made so far.
+    Presence checks see the version being built, including the changes made so far. When the
+    block exits cleanly the store checks the version is closed under references and publishes
+    it; ``result`` is then the published (or, with no change, the current latest) version.
     """
 
     repository: str
     number: int
+    result: VersionRecord | None
 
     async def add(self, content_type: ContentType, key: str, value: str | None = None) -> bool:
         """Add content (for tags: ``key`` is the name, ``value`` the digest); True if new."""
         ...
 
     async def add_many(self, content_type: ContentType, items: Mapping[str, str | None]) -> int:
-        """Add many keys at once (tags: name -> digest, others: digest -> None); count new."""
+        """Add many keys at once (tags: name -> digest, others: digest -> None); count new.
+
+        Blobs, manifests and signatures must be recorded (NotFound otherwise).
+        """
         ...
 
     async def remove(self, content_type: ContentType, key: str) -> bool:
         """Remove content (for tags: by name); True if it was present."""
+        ...
+
+    async def remove_many(self, content_type: ContentType, keys: list[str]) -> int:
+        """Remove many keys at once; count those that were present."""
         ...
 
     async def present(self, content_type: ContentType, key: str) -> bool:
@@ -301,6 +533,23 @@ class VersionBuilder(Protocol):
         """Signature digests in the version being built that sign ``manifest_digest``."""
         ...
 
+    async def signature_targets(self) -> dict[str, str]:
+        """Signature digest -> signed manifest digest, for the version being built."""
+        ...
+
     async def all_keys(self, content_type: ContentType) -> set[str]:
         """Every key of a content type in the version being built (O(content); for mirror sets)."""
+        ...
+
+    async def all_tags(self) -> dict[str, str]:
+        """Every tag (name -> digest) in the version being built."""
+        ...
+
+    async def closure(self, roots: list[str]) -> Closure:
+        """The recorded manifests ``roots`` and everything under them (as
+        :meth:`ContentStore.closure`, inside this transaction)."""
+        ...
+
+    async def set_mirror(self, mirror: bool = True) -> None:
+        """Mark the repository as a mirror (synced from a remote), in this transaction."""
         ...

@@ -20,6 +20,7 @@ from ocimirror.upstream.challenge import Challenge, parse_www_authenticate
 from ocimirror.upstream.client import (
     DEFAULT_USER_AGENT,
     MAX_TAGS_PAGE_SIZE,
+    ConnectionSettings,
     FetchedManifest,
     ManifestRef,
     RegistryClient,
@@ -32,6 +33,7 @@ from ocimirror.upstream.retry import (
     parse_retry_after,
     retryable_status,
 )
+from ocimirror.upstream.sink import BlobSink, SinkWriter
 from ocimirror.upstream.stats import REQUEST_KINDS, RequestStats
 
 __all__ = [
@@ -41,7 +43,9 @@ __all__ = [
     "DOCKER_HUB_URL",
     "MAX_TAGS_PAGE_SIZE",
     "REQUEST_KINDS",
+    "BlobSink",
     "Challenge",
+    "ConnectionSettings",
     "FetchedManifest",
     "ManifestRef",
     "RateLimiter",
@@ -49,6 +53,7 @@ __all__ = [
     "RegistryClient",
     "RequestStats",
     "RetryPolicy",
+    "SinkWriter",
     "Token",
     "TransientError",
     "normalize_upstream",

@@ -2,7 +2,8 @@
 
 Everything it reads is checked: manifests against the digest asked for and the
 ``Docker-Content-Digest`` the upstream sent, capped at :data:`MAX_MANIFEST_SIZE`; blobs stream
-into a :class:`BlobStore` writer that verifies digest and size before anything becomes visible.
+into the writer of a :class:`~ocimirror.upstream.sink.BlobSink` (a blob store), which verifies
+digest and size before anything becomes visible.
 Transient failures are retried (see :mod:`ocimirror.upstream.retry`), and a blob download
 that breaks off resumes where it stopped with a ``Range`` request.
 """
@@ -17,12 +18,12 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
+from typing import Any, NoReturn, Protocol, Self, TypeVar
 
 import attrs
 import httpx
 
-from ocimirror import __version__
+from ocimirror._version import __version__
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import MAX_MANIFEST_SIZE, parse_manifest
 from ocimirror.core.mediatype import MediaType
@@ -56,15 +57,13 @@ from ocimirror.upstream.retry import (
     parse_retry_after,
     retryable_status,
 )
+from ocimirror.upstream.sink import BlobSink, SinkWriter
 from ocimirror.upstream.stats import RequestStats
-
-if TYPE_CHECKING:
-    from ocimirror.backends.blobs import BlobStore, BlobWriter
-    from ocimirror.remote import Remote
 
 __all__ = [
     "DEFAULT_USER_AGENT",
     "MAX_TAGS_PAGE_SIZE",
+    "ConnectionSettings",
     "FetchedManifest",
     "ManifestRef",
     "RegistryClient",
@@ -81,6 +80,56 @@ DEFAULT_USER_AGENT = f"ocimirror/{__version__}"
 MAX_TAGS_PAGE_SIZE = 32 << 20
 
 _ACCEPT_MANIFESTS = ", ".join(MediaType.MANIFEST_TYPES)
+
+
+class ConnectionSettings(Protocol):
+    """How to reach an upstream registry, as plain settings (a :class:`~ocimirror.Remote`
+    has them all)."""
+
+    @property
+    def url(self) -> str:
+        """The registry's URL."""
+        ...
+
+    @property
+    def username(self) -> str | None:
+        """The user name, if any."""
+        ...
+
+    @property
+    def password(self) -> str | None:
+        """The password or token, if any (never logged)."""
+        ...
+
+    @property
+    def tls_validation(self) -> bool:
+        """Whether to verify the server's certificate."""
+        ...
+
+    @property
+    def ca_cert(self) -> str | None:
+        """PEM text or a CA bundle path to verify with, if not the system's."""
+        ...
+
+    @property
+    def proxy_url(self) -> str | None:
+        """An HTTP(S) proxy, if any."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Extra request headers."""
+        ...
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of a transient failure."""
+        ...
+
+    @property
+    def rate_limit(self) -> float | None:
+        """Requests per second at most, if limited."""
+        ...
 
 
 @attrs.frozen
@@ -113,13 +162,13 @@ class FetchedManifest:
 class _BlobState:
     """The writer of one blob download, kept across attempts so a resume can continue it."""
 
-    def __init__(self, store: BlobStore, digest: Digest, size: int | None) -> None:
+    def __init__(self, store: BlobSink, digest: Digest, size: int | None) -> None:
         self.store = store
         self.digest = digest
         self.size = size
-        self.writer: BlobWriter | None = None
+        self.writer: SinkWriter | None = None
 
-    def fresh(self) -> BlobWriter:
+    def fresh(self) -> SinkWriter:
         self.writer = self.store.writer(expected=self.digest, size=self.size)
         return self.writer
 
@@ -257,9 +306,10 @@ class RegistryClient:
         return f"<RegistryClient {self.url}{user}>"
 
     @classmethod
-    def from_remote(cls, remote: Remote, **overrides: Any) -> RegistryClient:
-        """A client for a :class:`Remote`'s registry, with its TLS, proxy, retry, rate-limit,
-        header and credential settings; ``overrides`` are constructor arguments that win."""
+    def from_remote(cls, remote: ConnectionSettings, **overrides: Any) -> RegistryClient:
+        """A client with a remote's (or any :class:`ConnectionSettings`') TLS, proxy, retry,
+        rate-limit, header and credential settings; ``overrides`` are constructor arguments
+        that win."""
         verify: bool | str = (remote.ca_cert or True) if remote.tls_validation else False
         options: dict[str, Any] = {
             "username": remote.username,
@@ -622,7 +672,7 @@ class RegistryClient:
         return want or announced or Digest.of(raw)
 
     async def download_blob(
-        self, name: str, digest: Digest | str, store: BlobStore, *, size: int | None = None
+        self, name: str, digest: Digest | str, store: BlobSink, *, size: int | None = None
     ) -> Digest:
         """Stream a blob into ``store``, verified, and return its digest.
 

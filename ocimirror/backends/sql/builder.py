@@ -8,8 +8,15 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ocimirror.backends.metadata import CONTENT_TYPES, ContentType, RepositoryRecord, VersionRecord
-from ocimirror.backends.sql.schema import _CHUNK, _references
+from ocimirror.backends.metadata import (
+    CONTENT_TYPES,
+    Closure,
+    ContentType,
+    RepositoryRecord,
+    VersionRecord,
+)
+from ocimirror.backends.sql.schema import _CHUNK, _closure
+from ocimirror.errors import BlobNotFound, ManifestNotFound
 
 if TYPE_CHECKING:
     from ocimirror.backends.sql.repositories import RepositoryMixin
@@ -33,6 +40,8 @@ class SQLVersionBuilder:
         self.base_number = repo.latest_version
         #: The published version, set when the ``new_version`` block exits.
         self.result: VersionRecord | None = None
+        #: Whether the repository row itself changed (the mirror flag).
+        self.repository_changed = False
 
     def __repr__(self) -> str:
         return f"<VersionBuilder {self.repository!r} version {self.number}>"
@@ -56,9 +65,14 @@ class SQLVersionBuilder:
         return await self.add_many(content_type, {key: value}) == 1
 
     async def add_many(self, content_type: ContentType, items: Mapping[str, str | None]) -> int:
-        """Add many keys (tags: name -> digest) with a few set-based statements; count new."""
+        """Add many keys (tags: name -> digest) with a few set-based statements; count new.
+
+        Blobs, manifests and signatures must be recorded: a version only links content rows
+        that exist (BlobNotFound / ManifestNotFound otherwise).
+        """
         rc = self._store._rc
         keys = list(items)
+        await self._require_recorded(content_type, keys)
         present: dict[str, Any] = {}
         undoable: dict[str, int] = {}
         for i in range(0, len(keys), _CHUNK):
@@ -102,6 +116,25 @@ class SQLVersionBuilder:
             await self._conn.execute(rc.insert(), inserts)
         return len(new)
 
+    async def _require_recorded(self, content_type: ContentType, keys: list[str]) -> None:
+        table = {
+            "container.blob": self._store._blobs,
+            "container.manifest": self._store._manifests,
+            "container.signature": self._store._sigs,
+        }.get(content_type)
+        if table is None or not keys:
+            return
+        found: set[str] = set()
+        for i in range(0, len(keys), _CHUNK):
+            rows = await self._conn.execute(
+                sa.select(table.c.digest).where(table.c.digest.in_(keys[i : i + _CHUNK]))
+            )
+            found.update(rows.scalars())
+        missing = [k for k in keys if k not in found]
+        if missing:
+            error = BlobNotFound if content_type == "container.blob" else ManifestNotFound
+            raise error(f"{content_type} {missing[0]} is not recorded; it cannot enter a version")
+
     async def _retire(self, rows: list[Any]) -> None:
         """End present rows at this version (rows added in this same version just go)."""
         rc = self._store._rc
@@ -140,23 +173,9 @@ class SQLVersionBuilder:
         await self._retire(rows)
         return len(rows)
 
-    async def closure_many(self, roots: list[str]) -> tuple[set[str], set[str]]:
-        """(manifests, blobs) reachable from stored manifests ``roots``, level by level."""
-        manifests: set[str] = set()
-        blobs: set[str] = set()
-        level = [r for r in dict.fromkeys(roots)]
-        while level:
-            manifests.update(level)
-            refs = await _references(self._conn, self._store._refs, level)
-            following: list[str] = []
-            for children in refs.values():
-                for child, kind in children:
-                    if kind == "manifest" and child not in manifests:
-                        following.append(child)
-                    elif kind == "blob":
-                        blobs.add(child)
-            level = list(dict.fromkeys(following))
-        return manifests, blobs
+    async def closure(self, roots: list[str]) -> Closure:
+        """The recorded manifests ``roots`` and everything under them, in this transaction."""
+        return await _closure(self._conn, self._store._refs, self._store._manifests, roots)
 
     async def set_mirror(self, mirror: bool = True) -> None:
         """Mark the repository as a mirror (synced from a remote) in the same transaction."""
@@ -164,6 +183,7 @@ class SQLVersionBuilder:
         await self._conn.execute(
             repos.update().where(repos.c.id == self._repo.id).values(mirror=mirror)
         )
+        self.repository_changed = True
 
     async def present(self, content_type: ContentType, key: str) -> bool:
         """Whether the version being built holds that content."""

@@ -2,37 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ocimirror.backends.metadata import BlobRecord, CleanupCounts, ManifestRecord, SignatureRecord
-from ocimirror.backends.sql.engine import SQLEngine
-from ocimirror.backends.sql.schema import _CHUNK, _now, _references
+from ocimirror.backends.metadata import (
+    BlobRecord,
+    CleanupCounts,
+    Closure,
+    ContentBatch,
+    ManifestRecord,
+    Rejection,
+)
+from ocimirror.backends.sql.engine import SQLEngine, log
+from ocimirror.backends.sql.schema import _CHUNK, _closure, _now, _references
+
+
+def _judge(
+    batch: ContentBatch, stored: set[str], known_blobs: set[str]
+) -> tuple[set[str], dict[str, Rejection]]:
+    """Which manifests of a batch may be recorded: those whose every required reference is
+    recorded already, a known blob, or accepted from the same batch (children first)."""
+    accepted: set[str] = set()
+    rejected: dict[str, Rejection] = {}
+
+    def judge(digest: str, visiting: set[str]) -> bool:
+        if digest in accepted or digest in stored:
+            return True
+        if digest in rejected or digest not in batch.manifests or digest in visiting:
+            return False
+        visiting.add(digest)
+        for child, kind, _ in batch.manifests[digest][1]:
+            ok = (
+                judge(child, visiting)
+                if kind == "manifest"
+                else child in known_blobs
+                if kind == "blob"
+                else True
+            )
+            if not ok:
+                rejected[digest] = Rejection(digest=digest, missing=child, kind=kind)
+                return False
+        accepted.add(digest)
+        return True
+
+    for digest in batch.manifests:
+        judge(digest, set())
+    return accepted | (set(batch.manifests) & stored), rejected
 
 
 class ContentMixin(SQLEngine):
     """Blobs, manifests and signatures, and the orphan cleanup."""
 
     # -- content -----------------------------------------------------------------------------
-
-    async def _upsert_touch(
-        self, conn: AsyncConnection, table: sa.Table, key: str, values: dict[str, Any]
-    ) -> None:
-        now = _now()
-        updated = await conn.execute(
-            table.update().where(table.c.digest == key).values(touched=now)
-        )
-        if updated.rowcount == 0:
-            try:
-                async with conn.begin_nested():
-                    await conn.execute(table.insert().values(digest=key, touched=now, **values))
-            except SAIntegrityError:
-                pass  # another writer inserted it first; same content by definition
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING on either engine."""
@@ -44,38 +69,66 @@ class ContentMixin(SQLEngine):
 
         return sqlite_insert(table).on_conflict_do_nothing()
 
-    async def record_content(
-        self,
-        *,
-        blobs: Sequence[tuple[str, int, str | None]] = (),
-        manifests: Sequence[
-            tuple[ManifestRecord, list[tuple[str, str, dict[str, Any] | None]]]
-        ] = (),
-        touch_manifests: Sequence[str] = (),
-        touch_blobs: Sequence[str] = (),
+    async def _existing(self, conn: AsyncConnection, table: sa.Table, keys: set[str]) -> set[str]:
+        found: set[str] = set()
+        ordered = sorted(keys)
+        for i in range(0, len(ordered), _CHUNK):
+            rows = await conn.execute(
+                sa.select(table.c.digest).where(table.c.digest.in_(ordered[i : i + _CHUNK]))
+            )
+            found.update(rows.scalars())
+        return found
+
+    async def _touch(
+        self, conn: AsyncConnection, table: sa.Table, keys: set[str], now: datetime
     ) -> None:
-        """Record many blobs and manifests (with references) and touch reused content, in one
-        transaction. Existing rows are kept (same digest, same content) and touched."""
+        ordered = sorted(keys)
+        for i in range(0, len(ordered), _CHUNK):
+            await conn.execute(
+                table.update()
+                .where(table.c.digest.in_(ordered[i : i + _CHUNK]))
+                .values(touched=now)
+            )
+
+    async def record_content(self, batch: ContentBatch) -> dict[str, Rejection]:
+        """Record a batch in one transaction, by the recording rule; see
+        :meth:`~ocimirror.backends.metadata.ContentStore.record_content`."""
         now = _now()
         async with self._write() as conn:
-            touched_b = [d for d, _, _ in blobs] + list(touch_blobs)
-            touched_m = [m.digest for m, _ in manifests] + list(touch_manifests)
-            for table, keys in ((self._blobs, touched_b), (self._manifests, touched_m)):
-                for i in range(0, len(keys), _CHUNK):
-                    await conn.execute(
-                        table.update()
-                        .where(table.c.digest.in_(keys[i : i + _CHUNK]))
-                        .values(touched=now)
-                    )
-            if blobs:
+            blob_children = {
+                child
+                for _, refs in batch.manifests.values()
+                for child, kind, _ in refs
+                if kind == "blob"
+            }
+            manifest_children = {
+                child
+                for _, refs in batch.manifests.values()
+                for child, kind, _ in refs
+                if kind == "manifest"
+            }
+            signed = {s.manifest_digest for s in batch.signatures.values()}
+            known_blobs = set(batch.blobs) | await self._existing(
+                conn, self._blobs, blob_children - set(batch.blobs)
+            )
+            stored = await self._existing(
+                conn, self._manifests, set(batch.manifests) | manifest_children | signed
+            )
+            accepted, rejected = _judge(batch, stored, known_blobs)
+
+            if batch.blobs:
                 await conn.execute(
                     self._insert_ignore(self._blobs),
                     [
                         {"digest": d, "size": size, "media_type": mt, "touched": now}
-                        for d, size, mt in blobs
+                        for d, (size, mt) in batch.blobs.items()
                     ],
                 )
-            if manifests:
+            await self._touch(
+                conn, self._blobs, set(batch.blobs) | batch.touch_blobs | blob_children, now
+            )
+            new = [batch.manifests[d] for d in accepted if d not in stored]
+            if new:
                 await conn.execute(
                     self._insert_ignore(self._manifests),
                     [
@@ -87,7 +140,7 @@ class ContentMixin(SQLEngine):
                             "subject": m.subject,
                             "touched": now,
                         }
-                        for m, _ in manifests
+                        for m, _ in new
                     ],
                 )
                 refs = [
@@ -98,11 +151,48 @@ class ContentMixin(SQLEngine):
                         "kind": kind,
                         "platform": platform,
                     }
-                    for m, children in manifests
+                    for m, children in new
                     for i, (child, kind, platform) in enumerate(children)
                 ]
                 if refs:
                     await conn.execute(self._insert_ignore(self._refs), refs)
+            touched = (accepted & stored) | (batch.touch_manifests | manifest_children) & (
+                stored | accepted
+            )
+            await self._touch(conn, self._manifests, touched, now)
+            signatures = []
+            for sig in batch.signatures.values():
+                if sig.manifest_digest in stored or sig.manifest_digest in accepted:
+                    signatures.append(sig)
+                else:
+                    rejected[sig.digest] = Rejection(
+                        digest=sig.digest, missing=sig.manifest_digest, kind="signed"
+                    )
+            if signatures:
+                await conn.execute(
+                    self._insert_ignore(self._sigs),
+                    [
+                        {
+                            "digest": sig.digest,
+                            "manifest_digest": sig.manifest_digest,
+                            "name": sig.name,
+                            "key_id": sig.key_id,
+                            "sig_type": sig.sig_type,
+                            "data": sig.data,
+                            "touched": now,
+                        }
+                        for sig in signatures
+                    ],
+                )
+                await self._touch(conn, self._sigs, {s.digest for s in signatures}, now)
+        for refusal in rejected.values():
+            log.warning("not recording %s", refusal.reason)
+        return rejected
+
+    async def closure(self, roots: list[str]) -> Closure:
+        """The recorded manifests ``roots`` and everything under them."""
+        async with self._read() as conn:
+            return await _closure(conn, self._refs, self._manifests, roots)
 
     async def references_many(self, digests: list[str]) -> dict[str, list[tuple[str, str]]]:
         """parent -> [(child, kind), ...] for many stored manifests at once."""
@@ -124,13 +214,6 @@ class ContentMixin(SQLEngine):
                 found.update(rows.scalars())
         return found
 
-    async def add_blob(self, digest: str, size: int, media_type: str | None = None) -> None:
-        """Record a blob now in the blob store; refreshes its orphan grace period."""
-        async with self._write() as conn:
-            await self._upsert_touch(
-                conn, self._blobs, digest, {"size": size, "media_type": media_type}
-            )
-
     async def get_blob(self, digest: str) -> BlobRecord | None:
         """The blob's record, or None."""
         async with self._read() as conn:
@@ -140,46 +223,6 @@ class ContentMixin(SQLEngine):
         if row is None:
             return None
         return BlobRecord(digest=row.digest, size=row.size, media_type=row.media_type)
-
-    async def add_manifest(
-        self,
-        record: ManifestRecord,
-        references: list[tuple[str, str, dict[str, Any] | None]],
-    ) -> None:
-        """Record a manifest with its references (child digest, kind, platform)."""
-        async with self._write() as conn:
-            exists = (
-                await conn.execute(
-                    sa.select(self._manifests.c.digest).where(
-                        self._manifests.c.digest == record.digest
-                    )
-                )
-            ).first()
-            await self._upsert_touch(
-                conn,
-                self._manifests,
-                record.digest,
-                {
-                    "media_type": record.media_type,
-                    "data": record.data,
-                    "artifact_type": record.artifact_type,
-                    "subject": record.subject,
-                },
-            )
-            if exists is None and references:
-                await conn.execute(
-                    self._refs.insert(),
-                    [
-                        {
-                            "parent": record.digest,
-                            "position": i,
-                            "child": child,
-                            "kind": kind,
-                            "platform": platform,
-                        }
-                        for i, (child, kind, platform) in enumerate(references)
-                    ],
-                )
 
     async def get_manifest(self, digest: str) -> ManifestRecord | None:
         """The manifest's record, or None."""
@@ -208,22 +251,6 @@ class ContentMixin(SQLEngine):
                 .order_by(self._refs.c.position)
             )
             return [(c, k) for c, k in rows]
-
-    async def add_signature(self, record: SignatureRecord) -> None:
-        """Record a signature of a manifest."""
-        async with self._write() as conn:
-            await self._upsert_touch(
-                conn,
-                self._sigs,
-                record.digest,
-                {
-                    "manifest_digest": record.manifest_digest,
-                    "name": record.name,
-                    "key_id": record.key_id,
-                    "sig_type": record.sig_type,
-                    "data": record.data,
-                },
-            )
 
     async def iter_blobs(self) -> AsyncIterator[BlobRecord]:
         """Every blob record, by digest."""

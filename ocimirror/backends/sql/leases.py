@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from ocimirror.backends.metadata import Lease
 from ocimirror.backends.sql.engine import SQLEngine
 from ocimirror.backends.sql.schema import _now
 from ocimirror.errors import RepositoryBusy
@@ -25,7 +26,7 @@ class LeaseMixin(SQLEngine):
         purpose: str,
         ttl: float,
         is_stale: Callable[[str], bool] | None = None,
-    ) -> None:
+    ) -> Lease:
         """Take the repository's lease, or raise RepositoryBusy naming who holds it.
 
         An expired lease (its holder died without releasing it) is taken over, and so is one
@@ -60,6 +61,7 @@ class LeaseMixin(SQLEngine):
                     expires=expires,
                 )
             )
+        return Lease(repository=repository, holder=holder, purpose=purpose, expires=expires)
 
     async def renew_lease(self, repository: str, *, holder: str, ttl: float) -> bool:
         """Extend a lease this holder owns; False if it was lost."""

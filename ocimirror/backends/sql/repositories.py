@@ -10,11 +10,17 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ocimirror.backends.metadata import CONTENT_TYPES, ContentType, RepositoryRecord, VersionRecord
+from ocimirror.backends.metadata import (
+    CONTENT_TYPES,
+    ContentType,
+    Lease,
+    RepositoryRecord,
+    VersionRecord,
+)
 from ocimirror.backends.sql.builder import SQLVersionBuilder
 from ocimirror.backends.sql.engine import SQLEngine
 from ocimirror.backends.sql.schema import _now, _ordered
-from ocimirror.errors import AlreadyExists, Conflict
+from ocimirror.errors import AlreadyExists, Conflict, IncompleteContent, LeaseLost
 
 
 class RepositoryMixin(SQLEngine):
@@ -75,10 +81,11 @@ class RepositoryMixin(SQLEngine):
             rows = await conn.execute(sa.select(self._repos).order_by(self._repos.c.name))
             return [self._repo_record(r) for r in rows]
 
-    _REPO_FIELDS = frozenset({"description", "retain_repo_versions", "remote", "mirror"})
+    # ``mirror`` is not here: it changes in a version's transaction (``builder.set_mirror``).
+    _REPO_FIELDS = frozenset({"description", "retain_repo_versions", "remote"})
 
     async def update_repository(self, name: str, **fields: Any) -> RepositoryRecord:
-        """Change some of description, retain_repo_versions, remote, mirror."""
+        """Change some of description, retain_repo_versions, remote."""
         unknown = set(fields) - self._REPO_FIELDS
         if unknown:
             raise TypeError(f"unknown repository fields: {', '.join(sorted(unknown))}")
@@ -144,16 +151,22 @@ class RepositoryMixin(SQLEngine):
 
     @asynccontextmanager
     async def new_version(
-        self, repository: str, *, base_version: int | None = None
+        self, repository: str, *, base_version: int | None = None, lease: Lease | None = None
     ) -> AsyncIterator[SQLVersionBuilder]:
         """Build the next version in one locked transaction.
 
-        On a clean exit with changes, the version is published (complete, latest) and
-        retention applied; with no changes nothing is written and ``builder.result`` is the
-        current latest version. An exception rolls everything back.
+        On a clean exit with changes, the version is checked (closed under references:
+        IncompleteContent otherwise) and published (complete, latest) and retention applied;
+        with no changes nothing is written (but a changed mirror flag) and ``builder.result``
+        is the current latest version. With ``lease``, the lease must still be this holder's
+        (LeaseLost otherwise): the check runs under the repository's row lock, which taking a
+        lease needs too, so no other holder can slip in before the commit. An exception rolls
+        everything back.
         """
         async with self._write() as conn:
             repo = await self._get_repo(conn, repository, lock=True)
+            if lease is not None:
+                await self._check_lease(conn, repo, lease)
             number = (
                 await conn.execute(
                     sa.select(self._repos.c.next_version).where(self._repos.c.id == repo.id)
@@ -166,13 +179,155 @@ class RepositoryMixin(SQLEngine):
             yield builder
             result = await self._publish(conn, repo, builder, base_version)
             if result is None:
-                await conn.rollback()
-                builder.result = await self._latest_record(repo)
+                builder.result = await self._latest_record(conn, repo)
+                if not builder.repository_changed:
+                    await conn.rollback()
                 return
             builder.result = result
 
-    async def _latest_record(self, repo: RepositoryRecord) -> VersionRecord:
-        return await self.get_version(repo.name, repo.latest_version)
+    async def _check_lease(
+        self, conn: AsyncConnection, repo: RepositoryRecord, lease: Lease
+    ) -> None:
+        holder = (
+            await conn.execute(
+                sa.select(self._leases.c.holder).where(self._leases.c.repository_id == repo.id)
+            )
+        ).scalar()
+        if holder != lease.holder:
+            raise LeaseLost(
+                f"repository {repo.name!r}: the {lease.purpose} no longer holds its lease "
+                f"(now {'held by ' + holder if holder else 'free'}); it may not publish"
+            )
+
+    async def _check_closed(
+        self, conn: AsyncConnection, repo: RepositoryRecord, number: int
+    ) -> None:
+        """Refuse a version that is not closed under references (see
+        :mod:`ocimirror.backends.metadata`); only this version's changes need checking."""
+        rc, refs, sigs = self._rc, self._refs, self._sigs
+        mine = rc.c.repository_id == repo.id
+        held = rc.alias("held")
+        parent = rc.alias("parent")
+
+        def present(alias: Any, content_type: Any, key: Any) -> sa.Exists:
+            return sa.exists().where(
+                alias.c.repository_id == repo.id,
+                alias.c.content_type == content_type,
+                alias.c.key == key,
+                alias.c.version_removed.is_(None),
+            )
+
+        wanted_type = sa.case(
+            (refs.c.kind == "manifest", "container.manifest"), else_="container.blob"
+        )
+        # A manifest this version adds, missing a child or blob it needs.
+        row: Any = (
+            await conn.execute(
+                sa.select(rc.c.key, refs.c.child, refs.c.kind)
+                .select_from(rc.join(refs, refs.c.parent == rc.c.key))
+                .where(
+                    mine,
+                    rc.c.content_type == "container.manifest",
+                    rc.c.version_added == number,
+                    rc.c.version_removed.is_(None),
+                    refs.c.kind.in_(["manifest", "blob"]),
+                    ~present(held, wanted_type, refs.c.child),
+                )
+                .limit(1)
+            )
+        ).first()
+        if row is not None:
+            raise IncompleteContent(
+                f"{repo.name!r}: manifest {row.key} needs {row.kind} {row.child}, which the "
+                "version would not hold; nothing was published",
+                detail={"manifest": row.key, "missing": row.child},
+            )
+        # A tag this version adds or moves, pointing at a manifest it does not hold.
+        row = (
+            await conn.execute(
+                sa.select(rc.c.key, rc.c.value)
+                .where(
+                    mine,
+                    rc.c.content_type == "container.tag",
+                    rc.c.version_added == number,
+                    rc.c.version_removed.is_(None),
+                    ~present(held, "container.manifest", rc.c.value),
+                )
+                .limit(1)
+            )
+        ).first()
+        if row is not None:
+            raise IncompleteContent(
+                f"{repo.name!r}: tag {row.key!r} points at {row.value}, which the version "
+                "would not hold; nothing was published",
+                detail={"tag": row.key, "missing": row.value},
+            )
+        # A signature this version adds whose manifest it does not hold.
+        row = (
+            await conn.execute(
+                sa.select(rc.c.key, sigs.c.manifest_digest)
+                .select_from(rc.join(sigs, sigs.c.digest == rc.c.key))
+                .where(
+                    mine,
+                    rc.c.content_type == "container.signature",
+                    rc.c.version_added == number,
+                    rc.c.version_removed.is_(None),
+                    ~present(held, "container.manifest", sigs.c.manifest_digest),
+                )
+                .limit(1)
+            )
+        ).first()
+        if row is not None:
+            raise IncompleteContent(
+                f"{repo.name!r}: signature {row.key} signs {row.manifest_digest}, which the "
+                "version would not hold; nothing was published",
+                detail={"signature": row.key, "missing": row.manifest_digest},
+            )
+        # Content this version removes that what remains still needs.
+        still_needed = sa.or_(
+            sa.exists()
+            .select_from(refs.join(parent, parent.c.key == refs.c.parent))
+            .where(
+                refs.c.child == rc.c.key,
+                refs.c.kind
+                == sa.case((rc.c.content_type == "container.manifest", "manifest"), else_="blob"),
+                parent.c.repository_id == repo.id,
+                parent.c.content_type == "container.manifest",
+                parent.c.version_removed.is_(None),
+            ),
+            sa.and_(
+                rc.c.content_type == "container.manifest",
+                sa.exists().where(
+                    held.c.repository_id == repo.id,
+                    held.c.content_type == "container.tag",
+                    held.c.value == rc.c.key,
+                    held.c.version_removed.is_(None),
+                ),
+            ),
+        )
+        row = (
+            await conn.execute(
+                sa.select(rc.c.content_type, rc.c.key)
+                .where(
+                    mine,
+                    rc.c.version_removed == number,
+                    rc.c.content_type.in_(["container.manifest", "container.blob"]),
+                    ~present(held, rc.c.content_type, rc.c.key),
+                    still_needed,
+                )
+                .limit(1)
+            )
+        ).first()
+        if row is not None:
+            raise IncompleteContent(
+                f"{repo.name!r}: removing {row.content_type} {row.key} would break content the "
+                "version keeps; nothing was published",
+                detail={"removed": row.key},
+            )
+
+    async def _latest_record(self, conn: AsyncConnection, repo: RepositoryRecord) -> VersionRecord:
+        row = await self._require_version(conn, repo, repo.latest_version)
+        return self._version_record(repo.name, row)
 
     async def _counts(
         self, conn: AsyncConnection, repo_id: int, column: sa.Column[Any], number: int
@@ -196,6 +351,7 @@ class RepositoryMixin(SQLEngine):
         removed = await self._counts(conn, repo.id, self._rc.c.version_removed, number)
         if not added and not removed:
             return None
+        await self._check_closed(conn, repo, number)
         previous = await self._require_version(conn, repo, repo.latest_version)
         present = dict(previous.summary.get("present", {}))
         for ct in CONTENT_TYPES:

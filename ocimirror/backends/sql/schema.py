@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ocimirror.backends.metadata import CONTENT_TYPES
+from ocimirror.backends.metadata import CONTENT_TYPES, Closure
 
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = 1
@@ -211,6 +211,37 @@ async def _references(
         for parent, child, kind in rows:
             out.setdefault(parent, []).append((child, kind))
     return out
+
+
+async def _closure(
+    conn: AsyncConnection, refs: sa.Table, manifests: sa.Table, roots: list[str]
+) -> Closure:
+    """The one closure: recorded manifests ``roots`` and everything under them, level by
+    level (parents first), with blobs in first-seen order and unknown digests in ``missing``."""
+    seen: dict[str, None] = {}
+    blobs: dict[str, None] = {}
+    missing: list[str] = []
+    level = list(dict.fromkeys(roots))
+    while level:
+        found: set[str] = set()
+        for i in range(0, len(level), _CHUNK):
+            rows = await conn.execute(
+                sa.select(manifests.c.digest).where(manifests.c.digest.in_(level[i : i + _CHUNK]))
+            )
+            found.update(rows.scalars())
+        missing += [d for d in level if d not in found]
+        level = [d for d in level if d in found]
+        seen.update(dict.fromkeys(level))
+        children = await _references(conn, refs, level)
+        following: dict[str, None] = {}
+        for parent in level:
+            for child, kind in children.get(parent, []):
+                if kind == "manifest" and child not in seen:
+                    following[child] = None
+                elif kind == "blob":
+                    blobs[child] = None
+        level = list(following)
+    return Closure(manifests=tuple(seen), blobs=tuple(blobs), missing=tuple(missing))
 
 
 def _ordered(counts: Mapping[str, int]) -> dict[str, int]:

@@ -1,0 +1,375 @@
+"""The one way content comes in: sync, OCI layout import and push all go through :class:`Ingest`.
+
+One rule, kept by the metadata store inside its transactions so that no caller can get around
+it (see :mod:`ocimirror.backends.metadata`):
+
+* a manifest is recorded only when everything it references is recorded (child manifests,
+  configs and layers), or is a foreign layer that is not kept;
+* a version is published only when it is closed under references, so a tag is published
+  only with its manifest's whole closure.
+
+What this module adds: it turns a parsed manifest into its record and references (one
+function, :func:`manifest_entry`, for every path), streams and verifies blobs into the blob
+store before they are recorded, records a batch, works out which tags are complete, publishes
+those in one version (additively, or as a mirror that keeps a tag whose refresh failed), and
+says which tags were dropped and why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from typing import Protocol
+
+import attrs
+
+from ocimirror.backends.blobs import BlobStore
+from ocimirror.backends.metadata import (
+    ContentBatch,
+    ContentStore,
+    Lease,
+    LeaseStore,
+    ManifestRecord,
+    Reference,
+    Rejection,
+    RepositoryStore,
+    VersionBuilder,
+    VersionRecord,
+)
+from ocimirror.core.descriptor import Descriptor
+from ocimirror.core.digest import Digest
+from ocimirror.core.manifest import Manifest, parse_manifest
+from ocimirror.core.mediatype import MediaType
+from ocimirror.errors import (
+    IncompleteContent,
+    LeaseLost,
+    ManifestBlobUnknown,
+    ManifestChildUnknown,
+    ManifestNotFound,
+)
+
+__all__ = ["Dropped", "Ingest", "IngestStore", "Published", "manifest_entry"]
+
+log = logging.getLogger("ocimirror.ingest")
+
+
+class IngestStore(ContentStore, RepositoryStore, LeaseStore, Protocol):
+    """What ingestion needs of the metadata store: content, versions and leases."""
+
+
+def manifest_entry(
+    manifest: Manifest, *, keeps: Callable[[Descriptor], bool] | None = None
+) -> tuple[ManifestRecord, list[Reference]]:
+    """A manifest's record and its references, in order: children, then config and layers.
+
+    A blob is a ``"blob"`` reference (which must be recorded) when ``keeps`` says it is kept
+    (by default: every distributable blob), otherwise a ``"foreign"`` one.
+    """
+    kept = keeps or (lambda blob: MediaType.is_distributable(blob.media_type))
+    references: list[Reference] = [
+        (str(child.digest), "manifest", child.platform.to_json() if child.platform else None)
+        for child in manifest.children()
+    ]
+    references += [
+        (str(blob.digest), "blob" if kept(blob) else "foreign", None) for blob in manifest.blobs()
+    ]
+    record = ManifestRecord(
+        digest=str(manifest.digest),
+        media_type=manifest.media_type,
+        data=manifest.raw,
+        artifact_type=manifest.artifact_type,
+        subject=str(manifest.subject.digest) if manifest.subject else None,
+    )
+    return record, references
+
+
+@attrs.frozen(kw_only=True)
+class Dropped:
+    """A tag (or untagged digest) that was not published, and why."""
+
+    tag: str | None
+    digest: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        """As the sync report lists it."""
+        data = {"tag": self.tag, "digest": self.digest, "reason": self.reason}
+        return {k: v for k, v in data.items() if v is not None}
+
+
+@attrs.frozen(kw_only=True)
+class Published:
+    """What :meth:`Ingest.publish` did."""
+
+    #: The version that now holds the content (the latest, new or not).
+    version: VersionRecord
+    #: Whether a new version was made.
+    created: bool
+    #: The tags published (name -> manifest digest) and untagged manifests added.
+    tags: Mapping[str, str]
+    untagged: tuple[str, ...]
+    #: What could not be published, with the reason.
+    dropped: tuple[Dropped, ...]
+    #: Manifests (and signatures) the store refused to record, by digest.
+    rejected: Mapping[str, Rejection]
+
+
+class Ingest:
+    """Content into the stores, by the one rule; see the module docstring.
+
+    ``metadata`` is anything that keeps the :class:`IngestStore` protocols; ``blobs`` a blob
+    store. No I/O happens in the constructor.
+    """
+
+    def __init__(self, metadata: IngestStore, blobs: BlobStore) -> None:
+        self.metadata = metadata
+        self.blobs = blobs
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    async def has_blob(self, digest: Digest) -> bool:
+        """Whether the blob is recorded and its bytes are in storage."""
+        record = await self.metadata.get_blob(str(digest))
+        return record is not None and await self.blobs.stat(digest) == record.size
+
+    async def reuse_blob(self, digest: Digest, *, media_type: str | None = None) -> bool:
+        """If the blob is stored, touch its record (restarting its orphan grace) and say so."""
+        record = await self.metadata.get_blob(str(digest))
+        if record is None or await self.blobs.stat(digest) != record.size:
+            return False
+        batch = ContentBatch()
+        batch.add_blob(str(digest), record.size, media_type or record.media_type)
+        await self.metadata.record_content(batch)
+        return True
+
+    async def store_blob(
+        self,
+        data: bytes | AsyncIterable[bytes] | Iterable[bytes],
+        *,
+        expected: Digest | None = None,
+        size: int | None = None,
+    ) -> tuple[Digest, int]:
+        """Stream bytes into the blob store, verified (digest and size); not yet recorded."""
+        digest = await self.blobs.put(data, expected=expected, size=size)
+        stored = await self.blobs.stat(digest)
+        if stored is None:  # a store that lost what it just published
+            raise ManifestBlobUnknown(f"blob {digest} vanished from storage as it was written")
+        return digest, stored
+
+    async def put_blob(
+        self,
+        data: bytes | AsyncIterable[bytes] | Iterable[bytes],
+        *,
+        expected: Digest | None = None,
+        size: int | None = None,
+        media_type: str | None = None,
+    ) -> Digest:
+        """Stream a blob into storage, verified, and record it. Reuses a stored copy."""
+        if expected is not None and await self.reuse_blob(expected, media_type=media_type):
+            return expected
+        digest, stored = await self.store_blob(data, expected=expected, size=size)
+        batch = ContentBatch()
+        batch.add_blob(str(digest), stored, media_type)
+        await self.metadata.record_content(batch)
+        return digest
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    async def get_manifest(self, digest: Digest) -> Manifest:
+        """A recorded manifest, parsed; ManifestNotFound otherwise."""
+        record = await self.metadata.get_manifest(str(digest))
+        if record is None:
+            raise ManifestNotFound(f"manifest {digest} is not stored")
+        return parse_manifest(record.data, record.media_type)
+
+    async def put_manifest(
+        self, raw: bytes, media_type: str | None = None, *, expected: Digest | None = None
+    ) -> Manifest:
+        """Parse, verify and record one manifest; every blob and child it names must be stored.
+
+        Non-distributable (foreign) layers need not be stored. An unknown blob raises
+        ManifestBlobUnknown, an unknown child ManifestChildUnknown; nothing is recorded then.
+        """
+        manifest = parse_manifest(raw, media_type, expected=expected)
+        stored: set[str] = set()
+        for blob in manifest.blobs():
+            if await self.has_blob(blob.digest):
+                stored.add(str(blob.digest))
+            elif MediaType.is_distributable(blob.media_type):
+                raise ManifestBlobUnknown(
+                    f"manifest {manifest.digest} references unknown {blob.digest}",
+                    detail={"digest": str(blob.digest)},
+                )
+        batch = ContentBatch()
+        batch.add_manifest(*manifest_entry(manifest, keeps=lambda b: str(b.digest) in stored))
+        rejected = await self.metadata.record_content(batch)
+        if (refusal := rejected.get(str(manifest.digest))) is not None:
+            error = ManifestChildUnknown if refusal.kind == "manifest" else ManifestBlobUnknown
+            raise error(
+                f"manifest {manifest.digest} lists unknown {refusal.missing}",
+                detail={"digest": refusal.missing},
+            )
+        return manifest
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        repository: str,
+        batch: ContentBatch,
+        *,
+        tags: Mapping[str, str] | None = None,
+        untagged: Iterable[str] = (),
+        mirror: bool = False,
+        failed_tags: Mapping[str, str] | None = None,
+        reasons: Mapping[str, str] | None = None,
+        lease: Lease | None = None,
+        mark_mirror: bool = False,
+        partial: bool = True,
+    ) -> Published:
+        """Record ``batch``, then publish the complete tags and untagged manifests in one version.
+
+        Args:
+            repository: The repository to change.
+            batch: New content (blobs already verified in storage) and reused content.
+            tags: Tag name -> manifest digest, wanted in the version.
+            untagged: Manifest digests wanted in the version without a tag.
+            mirror: Make the version hold exactly what is wanted (Pulp's mirror mode);
+                otherwise add to what it holds. A tag in ``failed_tags`` or dropped here
+                keeps what it had: a failed refresh never removes a tag.
+            failed_tags: Tags that could not even be resolved, with the reason; reported as
+                dropped.
+            reasons: Why a digest could not be fetched (digest -> reason), used to say why a
+                tag pointing at it was dropped.
+            lease: Publish only while this lease is held (LeaseLost otherwise).
+            mark_mirror: Mark the repository as a mirror, in the version's transaction.
+            partial: Publish the complete tags when some are not; with ``False`` anything
+                incomplete raises IncompleteContent and nothing is published.
+        """
+        tags = dict(tags or {})
+        untagged = list(dict.fromkeys(untagged))
+        reasons = reasons or {}
+        rejected = await self.metadata.record_content(batch) if batch else {}
+        roots = list(dict.fromkeys([*tags.values(), *untagged]))
+        recorded = await self.metadata.existing_manifests(roots) if roots else set()
+
+        def why(digest: str) -> str:
+            if digest in reasons:
+                return reasons[digest]
+            if digest in rejected:
+                return rejected[digest].reason
+            return f"manifest {digest} is not recorded"
+
+        dropped = [Dropped(tag=t, digest=None, reason=r) for t, r in (failed_tags or {}).items()]
+        dropped += [
+            Dropped(tag=t, digest=d, reason=why(d)) for t, d in tags.items() if d not in recorded
+        ]
+        dropped += [
+            Dropped(tag=None, digest=d, reason=why(d)) for d in untagged if d not in recorded
+        ]
+        if dropped and not partial:
+            first = dropped[0]
+            raise IncompleteContent(
+                f"{first.tag or first.digest}: {first.reason}",
+                detail=[d.to_json() for d in dropped],
+            )
+        for item in dropped:
+            log.warning(
+                "%s: not publishing %s: %s", repository, item.tag or item.digest, item.reason
+            )
+        complete = {t: d for t, d in tags.items() if d in recorded}
+        keep = [d for d in untagged if d in recorded]
+        kept_names = {d.tag for d in dropped if d.tag is not None}
+
+        repo = await self.metadata.get_repository(repository)
+        if not mirror and not batch.manifests and (not mark_mirror or repo.mirror):
+            unchanged = await self._unchanged(repository, complete, keep)
+            if unchanged is not None:
+                if lease is not None and not await self.metadata.renew_lease(
+                    repository, holder=lease.holder, ttl=_remaining(lease)
+                ):
+                    raise LeaseLost(f"{repository!r}: the sync lost its lease; nothing published")
+                return Published(
+                    version=unchanged,
+                    created=False,
+                    tags=complete,
+                    untagged=tuple(keep),
+                    dropped=tuple(dropped),
+                    rejected=rejected,
+                )
+        async with self.metadata.new_version(repository, lease=lease) as builder:
+            if mark_mirror:
+                await builder.set_mirror(True)
+            if mirror:
+                await _make_exactly(builder, complete, keep, kept_names)
+            else:
+                await _add_closures(builder, complete, keep)
+        assert builder.result is not None
+        return Published(
+            version=builder.result,
+            created=builder.result.number != repo.latest_version,
+            tags=complete,
+            untagged=tuple(keep),
+            dropped=tuple(dropped),
+            rejected=rejected,
+        )
+
+    async def _unchanged(
+        self, repository: str, tags: Mapping[str, str], untagged: list[str]
+    ) -> VersionRecord | None:
+        """The latest version when adding would not change it (a no-op re-sync), found with
+        reads only; None when a version must be built."""
+        meta = self.metadata
+        latest = await meta.get_version(repository)
+        if tags:
+            current = dict(await meta.list_tags(repository, latest.number))
+            if any(current.get(tag) != digest for tag, digest in tags.items()):
+                return None
+        for digest in untagged:
+            if not await meta.has_content(repository, latest.number, "container.manifest", digest):
+                return None
+        return latest
+
+
+def _remaining(lease: Lease) -> float:
+    # Renewing to check a lease must not shorten it; the sync's own renewer sets the length.
+    from datetime import UTC, datetime
+
+    return max(1.0, (lease.expires - datetime.now(UTC)).total_seconds())
+
+
+async def _add_closures(
+    builder: VersionBuilder, tags: Mapping[str, str], untagged: list[str]
+) -> None:
+    """Additive: the tags and untagged manifests with everything under them."""
+    closure = await builder.closure([*tags.values(), *untagged])
+    if closure.missing:
+        raise IncompleteContent(f"manifest {closure.missing[0]} is not recorded")
+    await builder.add_many("container.blob", dict.fromkeys(sorted(closure.blobs)))
+    await builder.add_many("container.manifest", dict.fromkeys(sorted(closure.manifests)))
+    await builder.add_many("container.tag", tags)
+
+
+async def _make_exactly(
+    builder: VersionBuilder, tags: Mapping[str, str], untagged: list[str], kept: set[str]
+) -> None:
+    """Mirror: the version holds exactly the wanted set, plus whatever the ``kept`` tag
+    names pointed at before (their refresh failed; a transient error never deletes)."""
+    current = await builder.all_tags()
+    desired = {**{t: d for t, d in current.items() if t in kept and t not in tags}, **tags}
+    closure = await builder.closure([*desired.values(), *untagged])
+    if closure.missing:
+        raise IncompleteContent(f"manifest {closure.missing[0]} is not recorded")
+    manifests, blobs = set(closure.manifests), set(closure.blobs)
+    await builder.remove_many("container.tag", [t for t in current if t not in desired])
+    have_m = await builder.all_keys("container.manifest")
+    await builder.remove_many("container.manifest", sorted(have_m - manifests))
+    await builder.add_many("container.manifest", dict.fromkeys(sorted(manifests - have_m)))
+    have_b = await builder.all_keys("container.blob")
+    await builder.remove_many("container.blob", sorted(have_b - blobs))
+    await builder.add_many("container.blob", dict.fromkeys(sorted(blobs - have_b)))
+    signatures = await builder.signature_targets()
+    await builder.remove_many(
+        "container.signature", sorted(s for s, m in signatures.items() if m not in manifests)
+    )
+    await builder.add_many("container.tag", desired)
