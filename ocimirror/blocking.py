@@ -154,6 +154,7 @@ class Registry(_Facade):
     delete_distribution = _blocking(AsyncRegistry.delete_distribution)
     put_blob = _blocking(AsyncRegistry.put_blob)
     put_manifest = _blocking(AsyncRegistry.put_manifest)
+    has_blob = _blocking(AsyncRegistry.has_blob)
     get_manifest = _blocking(AsyncRegistry.get_manifest)
     sync_all = _blocking(AsyncRegistry.sync_all)
     orphan_cleanup = _blocking(AsyncRegistry.orphan_cleanup)

@@ -1,7 +1,9 @@
 """The ``ocimirror`` command line, with the Pulp CLI's verbs.
 
 JSON goes to stdout; progress and logs go to stderr; a failure prints one line and exits
-non-zero (1 for an error, 2 for bad usage).
+non-zero (1 for an error, 2 for bad usage). ``repository sync`` exits 0 when every selected
+tag was published, 3 when it was partial (the complete tags were published, the others are
+listed under ``sync.dropped`` with their reasons) and 1 when it failed (nothing published).
 """
 
 from __future__ import annotations
@@ -147,12 +149,28 @@ class _Bars:
             bar.close()
 
 
-def _sync_failure(result: SyncResult) -> str | None:
+#: Exit statuses of ``repository sync``: every selected tag published; some tags dropped
+#: (the complete ones were published); nothing published (an error, or every tag dropped).
+EXIT_COMPLETE, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 3
+
+
+def _sync_problem(result: SyncResult) -> str | None:
     if result.ok:
         return None
-    first = result.failed[0]
+    first = result.dropped[0]
     what = first.get("tag") or first.get("digest")
-    return f"{result.repository}: {len(result.failed)} failed, first {what}: {first['error']}"
+    return (
+        f"{result.repository}: sync {result.status}, {len(result.dropped)} not published, "
+        f"first {what}: {first['reason']}"
+    )
+
+
+def _sync_exit(results: list[SyncResult | BaseException]) -> int:
+    if any(isinstance(r, BaseException) or r.status == "failed" for r in results):
+        return EXIT_FAILED
+    if any(not isinstance(r, BaseException) and r.status == "partial" for r in results):
+        return EXIT_PARTIAL
+    return EXIT_COMPLETE
 
 
 async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
@@ -169,25 +187,26 @@ async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
                     errors.append(f"{name}: {result}")
                 else:
                     out.append(result.to_json())
-                    if (problem := _sync_failure(result)) is not None:
+                    if (problem := _sync_problem(result)) is not None:
                         errors.append(problem)
-            return _Partial(out, errors)
+            return _Partial(out, errors, _sync_exit(list(results.values())))
         if args.name is None:
             raise UsageError("repository sync needs --name NAME or --all")
         repo = await reg.repository(args.name)
         result = await repo.sync(args.remote, policy=policy, progress=bars)
-        problem = _sync_failure(result)
-        return _Partial(result.to_json(), [problem] if problem else [])
+        problem = _sync_problem(result)
+        return _Partial(result.to_json(), [problem] if problem else [], _sync_exit([result]))
     finally:
         bars.close()
 
 
 class _Partial:
-    """Output to print, then errors that make the exit status non-zero."""
+    """Output to print, then errors; ``status`` is the exit status (non-zero when errors)."""
 
-    def __init__(self, data: Any, errors: list[str]) -> None:
+    def __init__(self, data: Any, errors: list[str], status: int | None = None) -> None:
         self.data = data
         self.errors = errors
+        self.status = (1 if errors else 0) if status is None else status
 
 
 async def repository_import(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
@@ -505,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(result.data)
         for line in result.errors:
             print(f"Error: {line}", file=sys.stderr)
-        return 1 if result.errors else 0
+        return result.status
     if result is not None:
         _print(result)
     return 0
