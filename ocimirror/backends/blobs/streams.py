@@ -8,14 +8,25 @@ import logging
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from ocimirror.backends.blobs.sinks import _Sink
 from ocimirror.core.digest import Digest, Hasher
 from ocimirror.errors import BlobNotFound, DigestMismatch, IntegrityError, SizeMismatch
 
-if TYPE_CHECKING:
-    from ocimirror.backends.blobs.fsspec_store import FsspecBlobStore
+
+class _Host(Protocol):
+    """What a writer needs of its store (:class:`~.fsspec_store.FsspecBlobStore`)."""
+
+    url: str
+    write_buffer_size: int
+
+    def _open_sink(self, expected: Digest | None) -> _Sink: ...
+
+    def _exists_sync(self, digest: Digest) -> bool: ...
+
+    def _blob_path(self, digest: Digest) -> str: ...
+
 
 __all__ = ["FsspecBlobReader", "FsspecBlobWriter"]
 
@@ -78,7 +89,7 @@ class FsspecBlobWriter:
 
     def __init__(
         self,
-        store: FsspecBlobStore,
+        store: _Host,
         *,
         expected: Digest | None,
         size: int | None,

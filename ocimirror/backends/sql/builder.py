@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,11 +15,9 @@ from ocimirror.backends.metadata import (
     RepositoryRecord,
     VersionRecord,
 )
+from ocimirror.backends.sql.engine import SQLEngine
 from ocimirror.backends.sql.schema import _CHUNK, _closure
 from ocimirror.errors import BlobNotFound, ManifestNotFound
-
-if TYPE_CHECKING:
-    from ocimirror.backends.sql.repositories import RepositoryMixin
 
 
 class SQLVersionBuilder:
@@ -30,7 +28,7 @@ class SQLVersionBuilder:
     """
 
     def __init__(
-        self, store: RepositoryMixin, conn: AsyncConnection, repo: RepositoryRecord, number: int
+        self, store: SQLEngine, conn: AsyncConnection, repo: RepositoryRecord, number: int
     ) -> None:
         self._store = store
         self._conn = conn

@@ -171,6 +171,14 @@ class SQLEngine:
 
     # -- lookups shared by every concern -----------------------------------------------------
 
+    def _in_version(self, number: int) -> sa.ColumnElement[bool]:
+        """Rows of ``repository_content`` that are in version ``number``."""
+        rc = self._rc
+        return sa.and_(
+            rc.c.version_added <= number,
+            sa.or_(rc.c.version_removed.is_(None), rc.c.version_removed > number),
+        )
+
     def _repo_record(self, row: sa.Row[Any]) -> RepositoryRecord:
         return RepositoryRecord(
             id=row.id,

@@ -503,13 +503,6 @@ class RepositoryMixin(SQLEngine):
             )
         await conn.execute(v.delete().where(v.c.repository_id == repo_id, v.c.number == number))
 
-    def _in_version(self, number: int) -> sa.ColumnElement[bool]:
-        rc = self._rc
-        return sa.and_(
-            rc.c.version_added <= number,
-            sa.or_(rc.c.version_removed.is_(None), rc.c.version_removed > number),
-        )
-
     async def list_tags(
         self, repository: str, number: int, *, last: str | None = None, n: int | None = None
     ) -> list[tuple[str, str]]:
