@@ -38,6 +38,7 @@ import attrs
 
 __all__ = [
     "CONTENT_TYPES",
+    "REQUIRED_KINDS",
     "BlobRecord",
     "CleanupCounts",
     "Closure",

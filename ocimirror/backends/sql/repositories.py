@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ocimirror.backends.metadata import (
     CONTENT_TYPES,
+    REQUIRED_KINDS,
     ContentType,
     Lease,
     RepositoryRecord,
@@ -19,7 +20,7 @@ from ocimirror.backends.metadata import (
 )
 from ocimirror.backends.sql.builder import SQLVersionBuilder
 from ocimirror.backends.sql.engine import SQLEngine
-from ocimirror.backends.sql.schema import _now, _ordered
+from ocimirror.backends.sql.schema import _CHUNK, _now, _ordered, _references
 from ocimirror.errors import AlreadyExists, Conflict, IncompleteContent, LeaseLost
 
 
@@ -203,127 +204,152 @@ class RepositoryMixin(SQLEngine):
         self, conn: AsyncConnection, repo: RepositoryRecord, number: int
     ) -> None:
         """Refuse a version that is not closed under references (see
-        :mod:`ocimirror.backends.metadata`); only this version's changes need checking."""
-        rc, refs, sigs = self._rc, self._refs, self._sigs
+        :mod:`ocimirror.backends.metadata`). Only this version's changes need checking, and
+        each step is an indexed lookup of a set the changes bound, so the check costs
+        O(changes) on every engine whatever its statistics say."""
+        rc, sigs = self._rc, self._sigs
         mine = rc.c.repository_id == repo.id
-        held = rc.alias("held")
-        parent = rc.alias("parent")
-
-        def present(alias: Any, content_type: Any, key: Any) -> sa.Exists:
-            return sa.exists().where(
-                alias.c.repository_id == repo.id,
-                alias.c.content_type == content_type,
-                alias.c.key == key,
-                alias.c.version_removed.is_(None),
+        added: dict[str, dict[str, str | None]] = {ct: {} for ct in CONTENT_TYPES}
+        rows = await conn.execute(
+            sa.select(rc.c.content_type, rc.c.key, rc.c.value).where(
+                mine, rc.c.version_added == number, rc.c.version_removed.is_(None)
             )
-
-        wanted_type = sa.case(
-            (refs.c.kind == "manifest", "container.manifest"), else_="container.blob"
         )
-        # A manifest this version adds, missing a child or blob it needs.
-        row: Any = (
-            await conn.execute(
-                sa.select(rc.c.key, refs.c.child, refs.c.kind)
-                .select_from(rc.join(refs, refs.c.parent == rc.c.key))
-                .where(
-                    mine,
-                    rc.c.content_type == "container.manifest",
-                    rc.c.version_added == number,
-                    rc.c.version_removed.is_(None),
-                    refs.c.kind.in_(["manifest", "blob"]),
-                    ~present(held, wanted_type, refs.c.child),
-                )
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
-            raise IncompleteContent(
-                f"{repo.name!r}: manifest {row.key} needs {row.kind} {row.child}, which the "
-                "version would not hold; nothing was published",
-                detail={"manifest": row.key, "missing": row.child},
-            )
-        # A tag this version adds or moves, pointing at a manifest it does not hold.
-        row = (
-            await conn.execute(
-                sa.select(rc.c.key, rc.c.value)
-                .where(
-                    mine,
-                    rc.c.content_type == "container.tag",
-                    rc.c.version_added == number,
-                    rc.c.version_removed.is_(None),
-                    ~present(held, "container.manifest", rc.c.value),
-                )
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
-            raise IncompleteContent(
-                f"{repo.name!r}: tag {row.key!r} points at {row.value}, which the version "
-                "would not hold; nothing was published",
-                detail={"tag": row.key, "missing": row.value},
-            )
-        # A signature this version adds whose manifest it does not hold.
-        row = (
-            await conn.execute(
-                sa.select(rc.c.key, sigs.c.manifest_digest)
-                .select_from(rc.join(sigs, sigs.c.digest == rc.c.key))
-                .where(
-                    mine,
-                    rc.c.content_type == "container.signature",
-                    rc.c.version_added == number,
-                    rc.c.version_removed.is_(None),
-                    ~present(held, "container.manifest", sigs.c.manifest_digest),
-                )
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
-            raise IncompleteContent(
-                f"{repo.name!r}: signature {row.key} signs {row.manifest_digest}, which the "
-                "version would not hold; nothing was published",
-                detail={"signature": row.key, "missing": row.manifest_digest},
-            )
-        # Content this version removes that what remains still needs.
-        still_needed = sa.or_(
-            sa.exists()
-            .select_from(refs.join(parent, parent.c.key == refs.c.parent))
-            .where(
-                refs.c.child == rc.c.key,
-                refs.c.kind
-                == sa.case((rc.c.content_type == "container.manifest", "manifest"), else_="blob"),
-                parent.c.repository_id == repo.id,
-                parent.c.content_type == "container.manifest",
-                parent.c.version_removed.is_(None),
-            ),
-            sa.and_(
-                rc.c.content_type == "container.manifest",
-                sa.exists().where(
-                    held.c.repository_id == repo.id,
-                    held.c.content_type == "container.tag",
-                    held.c.value == rc.c.key,
-                    held.c.version_removed.is_(None),
-                ),
-            ),
+        for content_type, key, value in rows:
+            added[content_type][key] = value
+        removed: dict[str, set[str]] = {ct: set() for ct in CONTENT_TYPES}
+        gone_rows = await conn.execute(
+            sa.select(rc.c.content_type, rc.c.key).where(mine, rc.c.version_removed == number)
         )
-        row = (
-            await conn.execute(
-                sa.select(rc.c.content_type, rc.c.key)
-                .where(
-                    mine,
-                    rc.c.version_removed == number,
-                    rc.c.content_type.in_(["container.manifest", "container.blob"]),
-                    ~present(held, rc.c.content_type, rc.c.key),
-                    still_needed,
+        for content_type, key in gone_rows:
+            removed[content_type].add(key)
+
+        async def present(content_type: str, keys: set[str]) -> set[str]:
+            found: set[str] = set()
+            ordered = sorted(keys)
+            for i in range(0, len(ordered), _CHUNK):
+                result = await conn.execute(
+                    sa.select(rc.c.key).where(
+                        mine,
+                        rc.c.content_type == content_type,
+                        rc.c.key.in_(ordered[i : i + _CHUNK]),
+                        rc.c.version_removed.is_(None),
+                    )
                 )
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
+                found.update(result.scalars())
+            return found
+
+        def refuse(message: str, **detail: str) -> NoReturn:
             raise IncompleteContent(
-                f"{repo.name!r}: removing {row.content_type} {row.key} would break content the "
-                "version keeps; nothing was published",
-                detail={"removed": row.key},
+                f"{repo.name!r}: {message}; nothing was published", detail=detail
             )
+
+        # Each manifest this version adds needs its children and blobs in it.
+        references = await _references(conn, self._refs, sorted(added["container.manifest"]))
+        needs: dict[str, dict[str, str]] = {"container.manifest": {}, "container.blob": {}}
+        for parent, children in references.items():
+            for child, kind in children:
+                if kind in REQUIRED_KINDS:
+                    needs[REQUIRED_KINDS[kind]].setdefault(child, parent)
+        for content_type, wanted in needs.items():
+            missing = set(wanted) - await present(content_type, set(wanted))
+            if missing:
+                child = min(missing)
+                refuse(
+                    f"manifest {wanted[child]} needs {content_type} {child}, which the version "
+                    "would not hold",
+                    manifest=wanted[child],
+                    missing=child,
+                )
+        # Each tag it adds or moves needs its manifest in it.
+        targets = {str(v): k for k, v in added["container.tag"].items()}
+        missing = set(targets) - await present("container.manifest", set(targets))
+        if missing:
+            target = min(missing)
+            refuse(
+                f"tag {targets[target]!r} points at {target}, which the version would not hold",
+                tag=targets[target],
+                missing=target,
+            )
+        # Each signature it adds needs its manifest in it.
+        signed: dict[str, str] = {}
+        keys = sorted(added["container.signature"])
+        for i in range(0, len(keys), _CHUNK):
+            result = await conn.execute(
+                sa.select(sigs.c.digest, sigs.c.manifest_digest).where(
+                    sigs.c.digest.in_(keys[i : i + _CHUNK])
+                )
+            )
+            signed.update({m: d for d, m in result})
+        missing = set(signed) - await present("container.manifest", set(signed))
+        if missing:
+            target = min(missing)
+            refuse(
+                f"signature {signed[target]} signs {target}, which the version would not hold",
+                signature=signed[target],
+                missing=target,
+            )
+        # Nothing it removes may still be needed by what remains.
+        gone_manifests = removed["container.manifest"] - await present(
+            "container.manifest", removed["container.manifest"]
+        )
+        gone_blobs = removed["container.blob"] - await present(
+            "container.blob", removed["container.blob"]
+        )
+        parents: dict[str, str] = {}
+        for kind, gone in (("manifest", gone_manifests), ("blob", gone_blobs)):
+            ordered = sorted(gone)
+            for i in range(0, len(ordered), _CHUNK):
+                result = await conn.execute(
+                    sa.select(self._refs.c.parent, self._refs.c.child).where(
+                        self._refs.c.child.in_(ordered[i : i + _CHUNK]), self._refs.c.kind == kind
+                    )
+                )
+                parents.update({p: c for p, c in result})
+        if kept := await present("container.manifest", set(parents)):
+            parent = min(kept)
+            refuse(
+                f"removing {parents[parent]} would break manifest {parent}, which the version "
+                "keeps",
+                removed=parents[parent],
+                manifest=parent,
+            )
+        ordered = sorted(gone_manifests)
+        for i in range(0, len(ordered), _CHUNK):
+            chunk = ordered[i : i + _CHUNK]
+            tag = (
+                await conn.execute(
+                    sa.select(rc.c.key, rc.c.value)
+                    .where(
+                        mine,
+                        rc.c.content_type == "container.tag",
+                        rc.c.value.in_(chunk),
+                        rc.c.version_removed.is_(None),
+                    )
+                    .limit(1)
+                )
+            ).first()
+            if tag is not None:
+                refuse(
+                    f"removing manifest {tag.value} would break tag {tag.key!r}, which the "
+                    "version keeps",
+                    removed=tag.value,
+                    tag=tag.key,
+                )
+            result = await conn.execute(
+                sa.select(sigs.c.digest, sigs.c.manifest_digest).where(
+                    sigs.c.manifest_digest.in_(chunk)
+                )
+            )
+            signatures = {d: m for d, m in result}
+            if kept := await present("container.signature", set(signatures)):
+                signature = min(kept)
+                refuse(
+                    f"removing manifest {signatures[signature]} would break signature "
+                    f"{signature}, which the version keeps",
+                    removed=signatures[signature],
+                    signature=signature,
+                )
 
     async def _latest_record(self, conn: AsyncConnection, repo: RepositoryRecord) -> VersionRecord:
         row = await self._require_version(conn, repo, repo.latest_version)
