@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Protocol
 
 import attrs
@@ -333,8 +334,6 @@ class Ingest:
 
 def _remaining(lease: Lease) -> float:
     # Renewing to check a lease must not shorten it; the sync's own renewer sets the length.
-    from datetime import UTC, datetime
-
     return max(1.0, (lease.expires - datetime.now(UTC)).total_seconds())
 
 
