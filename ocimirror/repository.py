@@ -225,11 +225,7 @@ class AsyncRepository:
         """
         tags = {validate_tag(n): str(d) for n, d in (add_tags or {}).items()}
         manifests = [str(d) for d in add_manifests]
-        blobs = [str(d) for d in add_blobs]
-        for blob in blobs:
-            if await self._metadata.get_blob(blob) is None:
-                raise BlobNotFound(f"blob {blob} is not stored")
-
+        blobs = [str(d) for d in add_blobs]  # the builder refuses unrecorded ones
         meta = self._metadata
         async with meta.new_version(self.name, base_version=base_version) as builder:
             await _remove(

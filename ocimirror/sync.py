@@ -204,12 +204,7 @@ class _Job:
         """
         if not refs:
             return
-        keys = list(dict.fromkeys(str(d) for d, _ in refs))
-        stored = await self.metadata.existing_manifests(keys)
-        for key in stored:
-            if key not in self.batch.touch_manifests:
-                self.batch.touch_manifests.add(key)
-                self.progress.manifests_reused += 1
+        stored = await self._reuse_stored(refs)
         results = await asyncio.gather(
             *(self.manifest(d, mt) for d, mt in refs if str(d) not in stored),
             return_exceptions=True,
@@ -217,6 +212,17 @@ class _Job:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _reuse_stored(self, refs: list[tuple[Digest, str | None]]) -> set[str]:
+        """Which of ``refs`` are recorded manifests (one query); each is touched by the batch
+        and counted as reused once."""
+        stored = await self.metadata.existing_manifests(
+            list(dict.fromkeys(str(d) for d, _ in refs))
+        )
+        for key in stored - self.batch.touch_manifests:
+            self.batch.touch_manifests.add(key)
+            self.progress.manifests_reused += 1
+        return stored
 
     async def _download_manifest(self, digest: Digest, media_type: str | None) -> None:
         key = str(digest)
@@ -293,18 +299,13 @@ class _Job:
         """Download every root and what is under it; a failure is noted against the digest it
         leaves unrecorded. The publish step decides what is complete from what is recorded,
         never from which tasks ran."""
-        keys = list(dict.fromkeys(str(d) for d, _ in roots))
         try:
-            stored = await self.metadata.existing_manifests(keys)
+            stored = await self._reuse_stored(roots)
         except (OcimirrorError, OSError) as exc:
             log.error("%s: looking up stored manifests failed: %s", self.repository.name, exc)
-            for key in keys:
-                self.reasons.setdefault(key, _describe(exc))
+            for digest, _ in roots:
+                self.reasons.setdefault(str(digest), _describe(exc))
             return
-        for key in stored:
-            if key not in self.batch.touch_manifests:
-                self.batch.touch_manifests.add(key)
-                self.progress.manifests_reused += 1
 
         async def one(digest: Digest, media_type: str | None) -> None:
             try:
