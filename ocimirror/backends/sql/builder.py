@@ -16,7 +16,7 @@ from ocimirror.backends.metadata import (
     VersionRecord,
 )
 from ocimirror.backends.sql.engine import SQLEngine
-from ocimirror.backends.sql.schema import _CHUNK, _closure
+from ocimirror.backends.sql.schema import _CHUNK, _closure, _recorded
 from ocimirror.errors import BlobNotFound, ManifestNotFound
 
 
@@ -122,12 +122,7 @@ class SQLVersionBuilder:
         }.get(content_type)
         if table is None or not keys:
             return
-        found: set[str] = set()
-        for i in range(0, len(keys), _CHUNK):
-            rows = await self._conn.execute(
-                sa.select(table.c.digest).where(table.c.digest.in_(keys[i : i + _CHUNK]))
-            )
-            found.update(rows.scalars())
+        found = await _recorded(self._conn, table, keys)
         missing = [k for k in keys if k not in found]
         if missing:
             error = BlobNotFound if content_type == "container.blob" else ManifestNotFound

@@ -18,7 +18,7 @@ from ocimirror.backends.metadata import (
     Rejection,
 )
 from ocimirror.backends.sql.engine import SQLEngine, log
-from ocimirror.backends.sql.schema import _CHUNK, _closure, _now, _references
+from ocimirror.backends.sql.schema import _CHUNK, _closure, _now, _recorded, _references
 
 
 def _judge(
@@ -69,16 +69,6 @@ class ContentMixin(SQLEngine):
 
         return sqlite_insert(table).on_conflict_do_nothing()
 
-    async def _existing(self, conn: AsyncConnection, table: sa.Table, keys: set[str]) -> set[str]:
-        found: set[str] = set()
-        ordered = sorted(keys)
-        for i in range(0, len(ordered), _CHUNK):
-            rows = await conn.execute(
-                sa.select(table.c.digest).where(table.c.digest.in_(ordered[i : i + _CHUNK]))
-            )
-            found.update(rows.scalars())
-        return found
-
     async def _touch(
         self, conn: AsyncConnection, table: sa.Table, keys: set[str], now: datetime
     ) -> None:
@@ -108,10 +98,10 @@ class ContentMixin(SQLEngine):
                 if kind == "manifest"
             }
             signed = {s.manifest_digest for s in batch.signatures.values()}
-            known_blobs = set(batch.blobs) | await self._existing(
+            known_blobs = set(batch.blobs) | await _recorded(
                 conn, self._blobs, blob_children - set(batch.blobs)
             )
-            stored = await self._existing(
+            stored = await _recorded(
                 conn, self._manifests, set(batch.manifests) | manifest_children | signed
             )
             accepted, rejected = _judge(batch, stored, known_blobs)
@@ -201,18 +191,10 @@ class ContentMixin(SQLEngine):
 
     async def existing_manifests(self, digests: list[str]) -> set[str]:
         """Which of ``digests`` are stored manifests."""
-        found: set[str] = set()
         if not digests:
-            return found
+            return set()
         async with self._read() as conn:
-            for i in range(0, len(digests), _CHUNK):
-                rows = await conn.execute(
-                    sa.select(self._manifests.c.digest).where(
-                        self._manifests.c.digest.in_(digests[i : i + _CHUNK])
-                    )
-                )
-                found.update(rows.scalars())
-        return found
+            return await _recorded(conn, self._manifests, digests)
 
     async def get_blob(self, digest: str) -> BlobRecord | None:
         """The blob's record, or None."""
@@ -270,15 +252,8 @@ class ContentMixin(SQLEngine):
 
     async def known_blob_digests(self, digests: list[str]) -> set[str]:
         """Which of ``digests`` have a blob record."""
-        found: set[str] = set()
         async with self._read() as conn:
-            for i in range(0, len(digests), 500):
-                chunk = digests[i : i + 500]
-                rows = await conn.execute(
-                    sa.select(self._blobs.c.digest).where(self._blobs.c.digest.in_(chunk))
-                )
-                found.update(rows.scalars())
-        return found
+            return await _recorded(conn, self._blobs, digests)
 
     async def delete_orphans(self, older_than: datetime) -> CleanupCounts:
         """Delete manifests, signatures and blobs that no version of any repository holds.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -198,6 +198,18 @@ def normalize_url(url: str) -> str:
 _CHUNK = 500  # keys per IN (...) list: well under every engine's bind-parameter limit
 
 
+async def _recorded(conn: AsyncConnection, table: sa.Table, keys: Iterable[str]) -> set[str]:
+    """Which of ``keys`` have a row in a content table (blobs, manifests, signatures)."""
+    found: set[str] = set()
+    ordered = sorted(set(keys))
+    for i in range(0, len(ordered), _CHUNK):
+        rows = await conn.execute(
+            sa.select(table.c.digest).where(table.c.digest.in_(ordered[i : i + _CHUNK]))
+        )
+        found.update(rows.scalars())
+    return found
+
+
 async def _references(
     conn: AsyncConnection, refs: sa.Table, digests: list[str]
 ) -> dict[str, list[tuple[str, str]]]:
@@ -223,12 +235,7 @@ async def _closure(
     missing: list[str] = []
     level = list(dict.fromkeys(roots))
     while level:
-        found: set[str] = set()
-        for i in range(0, len(level), _CHUNK):
-            rows = await conn.execute(
-                sa.select(manifests.c.digest).where(manifests.c.digest.in_(level[i : i + _CHUNK]))
-            )
-            found.update(rows.scalars())
+        found = await _recorded(conn, manifests, level)
         missing += [d for d in level if d not in found]
         level = [d for d in level if d in found]
         seen.update(dict.fromkeys(level))
