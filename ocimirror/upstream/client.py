@@ -197,6 +197,13 @@ def _ssl_context(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
     return ssl.create_default_context(cafile=verify)
 
 
+def _shown_url(url: httpx.URL) -> str:
+    """A URL fit for a message or a log: no userinfo, and the query string (a signed URL's
+    signature) replaced by ``?...``."""
+    shown = url.copy_with(userinfo=b"", query=None)
+    return f"{shown}?..." if url.query else str(shown)
+
+
 def _range_start(content_range: str | None) -> int | None:
     """The first byte of ``Content-Range: bytes <first>-<last>/<total>``."""
     if content_range is None:
@@ -441,7 +448,9 @@ class RegistryClient:
         errors = oci_errors(body)
         detail = describe_errors(errors, body)
         said = f": {detail}" if detail else ""
-        url = str(request.url)
+        # A redirect may have led to a signed URL (object storage, a CDN): its query string
+        # is a credential, so messages and the error's ``url`` show the URL without it.
+        url = _shown_url(request.url)
         where = f"{request.method} {url}"
         if status == 404 and kind == "manifest":
             raise ManifestNotFound(

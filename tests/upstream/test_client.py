@@ -941,3 +941,31 @@ def test_the_package_exports_its_public_api_each_name_with_a_docstring() -> None
             ):
                 continue
             assert inspect.getdoc(member), f"{name}.{attr} has no docstring"
+
+
+@pytest.mark.parametrize("status", [403, 500])
+def test_an_error_from_a_signed_redirect_target_does_not_show_its_signature(
+    httpx_mock: HTTPXMock, status: int
+) -> None:
+    """A CDN or object store answering an error after a redirect: the error names the URL
+    without its query string (the signature) and without userinfo."""
+    cdn = f"https://user:hunter2@cdn.example/blobs/{BLOB_DIGEST.hex}?X-Amz-Signature=s3cr3t"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "cdn.example":
+            return httpx.Response(status, content=b"nope")
+        return httpx.Response(307, headers={"Location": cdn})
+
+    httpx_mock.add_callback(handler, is_reusable=True)
+    store = memory_store()
+
+    async def main(c: RegistryClient) -> None:
+        with pytest.raises(UpstreamError) as caught:
+            await c.download_blob(NAME, BLOB_DIGEST, store)
+        shown = f"{caught.value} {caught.value.url} {caught.value!r}"
+        assert "cdn.example/blobs/" in shown
+        assert "s3cr3t" not in shown and "X-Amz-Signature" not in shown
+        assert "hunter2" not in shown
+
+    client, _ = make_client(max_retries=0)
+    run(client, main)
