@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The PostgreSQL server the tests use (trust auth); every test gets a fresh database in it.
 export OCIMIRROR_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 # System packages the tests drive as real peers.
-APT_PACKAGES := skopeo docker-registry gnupg postgresql-client
+APT_PACKAGES := skopeo docker-registry gnupg postgresql-client docker.io podman busybox-static
 
 .PHONY: help install system-deps services test lint demo clean
 

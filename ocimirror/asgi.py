@@ -1,4 +1,5 @@
-"""The registry API as an ASGI app: pull and content discovery of every distribution.
+"""The registry API as an ASGI app: pull, push, content discovery and management, with token
+authentication.
 
 Serve it with granian (``ocimirror serve`` does), or with any ASGI server in factory mode::
 
@@ -13,6 +14,13 @@ and mount it anywhere, for example inside a Starlette or FastAPI app::
 
 Paths and ``Link`` headers then carry the mount prefix (the ASGI ``root_path``). A mounted app's
 lifespan does not run, so a mounted app needs the registry given to it.
+
+Who may do what is the ``auth`` argument's to decide (an
+:class:`~ocimirror.server.access.Authenticator`). The default is Docker's token
+authentication (:class:`~ocimirror.server.auth.TokenAuth`: users and grants from the registry,
+tokens from ``/token``); :class:`~ocimirror.server.access.OpenAccess` lets everyone do
+everything (``ocimirror serve --no-auth``, or ``OCIMIRROR_AUTH=none`` in factory mode). A
+service that mounts the app can pass its own to plug in its identities.
 
 The handlers live in :mod:`ocimirror.server`, one module per API concern.
 """
@@ -29,12 +37,14 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from ocimirror.registry import AsyncRegistry
-from ocimirror.server.base import version_check
+from ocimirror.server.access import Authenticator, OpenAccess
 from ocimirror.server.content import Content
 from ocimirror.server.errors import http_exception_response
 from ocimirror.server.routing import RegistryAPI
 
 __all__ = ["create_app"]
+
+_EVERY_METHOD = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
 
 
 def create_app(
@@ -44,6 +54,7 @@ def create_app(
     database_url: str | None = None,
     storage_url: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    auth: Authenticator | None = None,
     redirect_blobs: bool = False,
     cache_ttl: float = 1.0,
 ) -> Starlette:
@@ -54,6 +65,9 @@ def create_app(
             closes it. Without one, the app's lifespan opens one from ``home``,
             ``database_url``, ``storage_url`` and ``storage_options`` (each defaulting to its
             ``OCIMIRROR_*`` variable, then to the home directory), and closes it at shutdown.
+        auth: Who may do what. ``None``: token authentication configured from the
+            environment (``OCIMIRROR_TOKEN_KEY``, ...), or no authentication at all when
+            ``OCIMIRROR_AUTH`` is ``none``.
         redirect_blobs: Answer blob GETs with a ``307`` to a presigned URL when the blob store
             can sign them (S3); other stores are served directly either way.
         cache_ttl: Seconds a name's resolution to a repository version is reused by a
@@ -64,8 +78,11 @@ def create_app(
         option is not None for option in (home, database_url, storage_url, storage_options)
     ):
         raise TypeError("give either a registry or where to open one, not both")
+    authenticator = auth if auth is not None else _default_auth()
     content = Content(registry, cache_ttl=cache_ttl)
-    api = RegistryAPI(content, redirect_blobs=redirect_blobs)
+    api = RegistryAPI(content, auth=authenticator, redirect_blobs=redirect_blobs)
+    if registry is not None:
+        _bind(authenticator, registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,6 +96,7 @@ def create_app(
             storage_options=storage_options,
         )
         content.attach(opened)
+        _bind(authenticator, opened)
         try:
             yield
         finally:
@@ -87,11 +105,33 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/v2/", version_check, methods=["GET", "HEAD"]),
-            Route("/v2/{path:path}", api.handle),
+            Route("/v2/", api.version, methods=["GET", "HEAD"]),
+            # Every method: the API answers those a path does not take with an OCI error.
+            Route("/v2/{path:path}", api.handle, methods=_EVERY_METHOD),
+            *authenticator.routes(),
         ],
         exception_handlers={HTTPException: http_exception_response},
         lifespan=lifespan,
     )
     app.state.content = content
+    app.state.auth = authenticator
     return app
+
+
+def _default_auth() -> Authenticator:
+    """Token auth from the environment, or none when ``OCIMIRROR_AUTH=none``."""
+    mode = os.environ.get("OCIMIRROR_AUTH", "token").strip().lower()
+    if mode in ("none", "off", "false", "0"):
+        return OpenAccess()
+    if mode != "token":
+        raise ValueError(f"OCIMIRROR_AUTH must be 'token' or 'none', got {mode!r}")
+    from ocimirror.server.auth import TokenAuth
+
+    return TokenAuth.from_environment()
+
+
+def _bind(auth: Authenticator, registry: AsyncRegistry) -> None:
+    """Give an authenticator that reads the registry (users, distributions) the registry."""
+    bind = getattr(auth, "bind", None)
+    if bind is not None:
+        bind(registry)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ocimirror.errors import InvalidError, OcimirrorError
 from ocimirror.registry import AsyncRegistry
 from ocimirror.remote import POLICIES, Remote, SyncPolicy
+from ocimirror.upstream import redact_text
 
 if TYPE_CHECKING:
     from ocimirror.sync import SyncProgress, SyncResult
@@ -323,6 +324,53 @@ async def distribution_destroy(reg: AsyncRegistry, args: argparse.Namespace) -> 
     return None
 
 
+# -- users -----------------------------------------------------------------------------------
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    """``--password P`` or ``--password-stdin`` (one line, as ``docker login`` reads it)."""
+    if not getattr(args, "password_stdin", False):
+        password: str | None = args.password
+        return password
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("--password-stdin read no password")
+    return password
+
+
+async def user_create(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    password = _password(args)
+    if password is None:
+        raise UsageError("user create needs --password P or --password-stdin")
+    return (await reg.create_user(args.username, password=password, admin=args.admin)).to_json()
+
+
+async def user_update(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    user = await reg.update_user(args.username, password=_password(args), admin=args.admin)
+    return user.to_json()
+
+
+async def user_grant(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return (await reg.grant(args.username, args.base_path, args.role)).to_json()
+
+
+async def user_revoke(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return (await reg.revoke(args.username, args.base_path)).to_json()
+
+
+async def user_list(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return [u.to_json() for u in await reg.users()]
+
+
+async def user_show(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    return (await reg.user(args.username)).to_json()
+
+
+async def user_destroy(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    await reg.delete_user(args.username)
+    return None
+
+
 # -- maintenance -------------------------------------------------------------------------------
 
 
@@ -449,6 +497,32 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler in (("show", distribution_show), ("destroy", distribution_destroy)):
         verb(ds, name, handler, f"{name} a distribution").add_argument("--name", required=True)
 
+    # user
+    user = groups.add_parser("user", help="users of the registry API and their grants")
+    us = user.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, handler in (("create", user_create), ("update", user_update)):
+        p = verb(us, name, handler, f"{name} a user")
+        p.add_argument("--username", required=True)
+        secret = p.add_mutually_exclusive_group()
+        secret.add_argument("--password", help="prefer --password-stdin: argv is visible")
+        secret.add_argument("--password-stdin", action="store_true", help="read one line")
+        p.add_argument(
+            "--admin",
+            action=argparse.BooleanOptionalAction,
+            default=False if name == "create" else None,
+            help="may do everything",
+        )
+    p = verb(us, "grant", user_grant, "let a user pull or push on base paths")
+    p.add_argument("--username", required=True)
+    p.add_argument("--base-path", required=True, metavar="PATTERN", help="wildcards: team/*")
+    p.add_argument("--role", required=True, choices=("pull", "push"), help="push implies pull")
+    p = verb(us, "revoke", user_revoke, "take back a user's grant on a pattern")
+    p.add_argument("--username", required=True)
+    p.add_argument("--base-path", required=True, metavar="PATTERN")
+    verb(us, "list", user_list, "list users")
+    for name, handler in (("show", user_show), ("destroy", user_destroy)):
+        verb(us, name, handler, f"{name} a user").add_argument("--username", required=True)
+
     # maintenance
     orphans = groups.add_parser("orphan", help="content no repository version holds")
     os_ = orphans.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -458,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb(groups, "repair", repair, "re-verify every stored blob and manifest")
 
     # serve
-    p = groups.add_parser("serve", help="serve the registry API (pull side)")
+    p = groups.add_parser("serve", help="serve the registry API (pull and push)")
     p.set_defaults(handler=None)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=24817)
@@ -466,6 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--certfile", help="serve HTTPS with this certificate (and --keyfile)")
     p.add_argument("--keyfile")
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without authentication: anyone may pull and push (local development only)",
+    )
     return parser
 
 
@@ -482,6 +561,7 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         storage_url=args.storage_url,
         log_level=args.log_level,
+        auth=not args.no_auth,
     )
     return 0
 
@@ -496,6 +576,15 @@ async def _run(args: argparse.Namespace) -> Any:
         await registry.close()
 
 
+def _redact_record(record: logging.LogRecord) -> bool:
+    """Show every log line on stderr with URLs cut to scheme, host and path."""
+    message = record.getMessage()
+    redacted = redact_text(message)
+    if redacted != message:
+        record.msg, record.args = redacted, None
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -507,6 +596,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # aiosqlite's debug lines carry SQL parameters, password hashes among them.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # httpx and httpcore log whole URLs: a redirect's signed query string must not show.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_record)
     try:
         if args.group == "serve":
             return _serve(args)

@@ -11,8 +11,11 @@ The hierarchy::
     │   │   └── ManifestTooLarge                MANIFEST_INVALID (over the size cap)
     │   ├── InvalidPlatform                     UNSUPPORTED
     │   ├── InvalidLayout                       an OCI image layout that cannot be read
+    │   ├── InvalidUpload                       BLOB_UPLOAD_INVALID (a chunk out of order...)
     │   └── RangeNotSatisfiable                 RANGE_INVALID
     ├── Unsupported                             UNSUPPORTED (a method the API does not serve)
+    ├── Unauthorized                            UNAUTHORIZED 401 (with a Bearer challenge)
+    ├── Denied                                  DENIED 403 (authenticated, but not allowed)
     ├── NotFound (also LookupError)
     │   ├── RepositoryNotFound                  NAME_UNKNOWN
     │   ├── VersionNotFound                     NAME_UNKNOWN
@@ -23,6 +26,8 @@ The hierarchy::
     │   │   └── ManifestBlobUnknown             MANIFEST_BLOB_UNKNOWN (a manifest's blob)
     │   ├── RemoteNotFound                      NAME_UNKNOWN
     │   ├── DistributionNotFound                NAME_UNKNOWN
+    │   ├── UploadNotFound                      BLOB_UPLOAD_UNKNOWN
+    │   ├── UserNotFound                        NAME_UNKNOWN
     │   └── UnknownEndpoint                     UNSUPPORTED (no such registry API path)
     ├── AlreadyExists                           a name that must be unique is taken
     ├── Conflict                                the operation is refused in the current state
@@ -52,6 +57,7 @@ __all__ = [
     "AlreadyExists",
     "BlobNotFound",
     "Conflict",
+    "Denied",
     "DigestMismatch",
     "DistributionNotFound",
     "IncompleteContent",
@@ -63,6 +69,7 @@ __all__ = [
     "InvalidName",
     "InvalidPlatform",
     "InvalidReference",
+    "InvalidUpload",
     "LeaseLost",
     "ManifestBlobUnknown",
     "ManifestChildUnknown",
@@ -77,9 +84,12 @@ __all__ = [
     "SchemaError",
     "SizeMismatch",
     "TagNotFound",
+    "Unauthorized",
     "UnknownEndpoint",
     "Unsupported",
+    "UploadNotFound",
     "UpstreamError",
+    "UserNotFound",
     "VersionNotFound",
     "oci_error",
 ]
@@ -147,6 +157,25 @@ class RangeNotSatisfiable(InvalidError):
     """A ``Range`` that asks for bytes the blob does not have."""
 
 
+class InvalidUpload(InvalidError):
+    """A blob upload request that does not fit the upload's state (a chunk out of order, a
+    malformed ``Content-Range``)."""
+
+
+class Unauthorized(OcimirrorError):
+    """The request needs credentials (or a token with more access); ``challenge`` is the
+    ``WWW-Authenticate`` value that tells the client where to get a token."""
+
+    def __init__(self, message: str, *, challenge: str | None = None, detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.challenge = challenge
+
+
+class Denied(OcimirrorError):
+    """The caller is known but may not do this (a push into a repository that mirrors a
+    remote, a user without the grant)."""
+
+
 class Unsupported(OcimirrorError):
     """A method or operation the registry API does not serve at that path."""
 
@@ -189,6 +218,14 @@ class RemoteNotFound(NotFound):
 
 class DistributionNotFound(NotFound):
     """No distribution has that name or base path."""
+
+
+class UploadNotFound(NotFound):
+    """No blob upload in progress has that ID (never started, finished, or cancelled)."""
+
+
+class UserNotFound(NotFound):
+    """No user has that name."""
 
 
 class UnknownEndpoint(NotFound):
@@ -263,13 +300,17 @@ ERRORS: Mapping[type[OcimirrorError], tuple[str, int]] = MappingProxyType(
         InvalidManifest: ("MANIFEST_INVALID", 400),
         ManifestTooLarge: ("MANIFEST_INVALID", 413),
         RangeNotSatisfiable: ("RANGE_INVALID", 416),
+        InvalidUpload: ("BLOB_UPLOAD_INVALID", 400),
         Unsupported: ("UNSUPPORTED", 405),
+        Unauthorized: ("UNAUTHORIZED", 401),
+        Denied: ("DENIED", 403),
         NotFound: ("NAME_UNKNOWN", 404),
         ManifestNotFound: ("MANIFEST_UNKNOWN", 404),
         ManifestChildUnknown: ("MANIFEST_INVALID", 400),
         TagNotFound: ("MANIFEST_UNKNOWN", 404),
         BlobNotFound: ("BLOB_UNKNOWN", 404),
-        ManifestBlobUnknown: ("MANIFEST_BLOB_UNKNOWN", 404),
+        ManifestBlobUnknown: ("MANIFEST_BLOB_UNKNOWN", 400),
+        UploadNotFound: ("BLOB_UPLOAD_UNKNOWN", 404),
         UnknownEndpoint: ("UNSUPPORTED", 404),
         AlreadyExists: ("DENIED", 409),
         Conflict: ("DENIED", 409),

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from ocimirror.backends.blobs import BlobLister, BlobStore, open_blob_store
-from ocimirror.backends.metadata import MetadataStore
+from ocimirror.backends.metadata import MetadataStore, UserRecord
 from ocimirror.config import Config
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import Manifest, parse_manifest
@@ -20,9 +20,11 @@ from ocimirror.core.reference import validate_repository_name
 from ocimirror.distribution import Distribution
 from ocimirror.errors import DigestMismatch, InvalidError, InvalidName
 from ocimirror.ingest import Ingest
+from ocimirror.push import Push
 from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.repository import AsyncRepository, check_retain
 from ocimirror.sync import SyncProgress, SyncResult, sync_all
+from ocimirror.users import Users
 
 __all__ = ["AsyncRegistry", "CleanupReport", "RepairReport"]
 
@@ -80,6 +82,9 @@ class AsyncRegistry:
         self.blobs = blobs
         self.config = config
         self._ingest = Ingest(metadata, blobs)
+        #: Pushes from registry clients (what the registry API's push endpoints call).
+        self.push = Push(metadata, blobs)
+        self._users = Users(metadata)
 
     def __repr__(self) -> str:
         return f"<AsyncRegistry metadata={self.metadata.url!r} storage={self.blobs.url!r}>"
@@ -236,6 +241,44 @@ class AsyncRegistry:
         """Delete a distribution."""
         await self.metadata.delete_distribution(name)
 
+    # -- users -------------------------------------------------------------------------------
+
+    async def create_user(self, username: str, *, password: str, admin: bool = False) -> UserRecord:
+        """Create a user of the registry API (no grants yet); the password is stored hashed."""
+        return await self._users.create(username, password=password, admin=admin)
+
+    async def user(self, username: str) -> UserRecord:
+        """The user named ``username``, with their grants; UserNotFound otherwise."""
+        return await self._users.get(username)
+
+    async def users(self) -> list[UserRecord]:
+        """Every user, by name."""
+        return await self._users.all()
+
+    async def update_user(
+        self, username: str, *, password: str | None = None, admin: bool | None = None
+    ) -> UserRecord:
+        """Change a user's password or admin flag (None keeps it)."""
+        return await self._users.update(username, password=password, admin=admin)
+
+    async def delete_user(self, username: str) -> None:
+        """Delete a user and their grants."""
+        await self._users.delete(username)
+
+    async def grant(self, username: str, base_path: str, role: str) -> UserRecord:
+        """Let ``username`` ``pull`` or ``push`` (push implies pull and delete) on every base
+        path ``base_path`` matches (wildcards as in tag filters: ``team/*``)."""
+        return await self._users.grant(username, base_path, role)
+
+    async def revoke(self, username: str, base_path: str) -> UserRecord:
+        """Take back ``username``'s grant on the pattern ``base_path``."""
+        return await self._users.revoke(username, base_path)
+
+    async def authenticate(self, username: str, password: str) -> UserRecord | None:
+        """The user, if ``password`` is theirs; else None (see
+        :meth:`ocimirror.users.Users.authenticate`)."""
+        return await self._users.authenticate(username, password)
+
     # -- content -----------------------------------------------------------------------------
 
     async def put_blob(
@@ -303,7 +346,9 @@ class AsyncRegistry:
     async def orphan_cleanup(self, *, grace: timedelta = timedelta(hours=1)) -> CleanupReport:
         """Delete content no repository version holds, untouched for ``grace``.
 
-        Also removes blob files with no record and abandoned uploads older than ``grace``.
+        Also removes blob files with no record, and pushes' blob uploads untouched for
+        ``grace`` with their bytes (``abandoned_uploads`` counts those and the blob store's own
+        unfinished writes).
         The grace period keeps work in flight (a sync between storing content and publishing
         its version) safe.
         """
@@ -311,12 +356,17 @@ class AsyncRegistry:
         counts = await self.metadata.delete_orphans(cutoff)
         for orphan in counts.blobs:
             await self.blobs.delete(Digest.parse(orphan))
-        stray = uploads = 0
+        # Pushes left unfinished: their parts are unrecorded blobs, removed below with the
+        # other stray files; the parts of uploads still in progress are kept.
+        expired = await self.metadata.expire_uploads(cutoff)
+        uploads = len(expired)
+        stray = 0
         if isinstance(self.blobs, BlobLister):
             stored: list[tuple[Digest, datetime | None]] = [
                 item async for item in self.blobs.list_blobs()
             ]
             known = await self.metadata.known_blob_digests([str(d) for d, _ in stored])
+            known |= await self.metadata.upload_parts()
             for stored_digest, modified in stored:
                 if str(stored_digest) in known:
                     continue
@@ -324,7 +374,7 @@ class AsyncRegistry:
                     continue
                 if await self.blobs.delete(stored_digest):
                     stray += 1
-            uploads = await self.blobs.cleanup_uploads(older_than=grace)
+            uploads += await self.blobs.cleanup_uploads(older_than=grace)
         report = CleanupReport(
             manifests=counts.manifests,
             blobs=len(counts.blobs),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -18,6 +19,35 @@ __all__ = ["POLICIES", "Remote", "SyncPolicy"]
 #: on-demand and streamed mirroring exist.
 POLICIES = ("immediate", "on_demand", "streamed")
 
+#: What a secret is shown as.
+_MASK = "********"
+
+
+def _masked_url(url: str | None) -> str | None:
+    """``url`` with the password of its userinfo masked (``https://bob:********@host/x``);
+    a user name alone stays."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _MASK if "@" in url else url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{user}:{_MASK}@{hostport}"))
+
+
+def _masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The header names, each value masked (an ``Authorization`` or API key header)."""
+    return dict.fromkeys(headers, _MASK)
+
+
+def _masked_ca_cert(ca_cert: str | None) -> str | None:
+    """A CA bundle's path as it is; PEM text masked."""
+    return _MASK if ca_cert is not None and "-----BEGIN" in ca_cert else ca_cert
+
 
 def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value or len(value) > 255 or value.strip() != value:
@@ -26,7 +56,7 @@ def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -
 
 def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value.startswith(("http://", "https://")):
-        raise InvalidError(f"url must start with http:// or https://, got {value!r}")
+        raise InvalidError(f"url must start with http:// or https://, got {_masked_url(value)!r}")
 
 
 def _check_upstream(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -65,11 +95,16 @@ class Remote:
     ``include_tags`` and ``exclude_tags`` are fnmatch-style patterns matched against the whole
     tag; exclude wins over include; an include entry ``sha256:<hex>`` selects that digest,
     untagged. Foreign (non-distributable) layers are not downloaded unless
-    ``include_foreign_layers``. The password never appears in reprs or JSON output.
+    ``include_foreign_layers``.
+
+    Secrets never show in the repr or in :meth:`to_json` output (only
+    ``to_json(secrets=True)``, what the store keeps, has them): the password, the password in
+    ``url``'s or ``proxy_url``'s userinfo, every header value, and a CA certificate given as
+    PEM text are shown as ``********``.
     """
 
     name: str = attrs.field(validator=_check_name)
-    url: str = attrs.field(validator=_check_url)
+    url: str = attrs.field(validator=_check_url, repr=lambda v: repr(_masked_url(v)))
     upstream_name: str = attrs.field(validator=_check_upstream)
     include_tags: tuple[str, ...] = attrs.field(
         default=(), converter=tuple, validator=_check_patterns
@@ -83,11 +118,11 @@ class Remote:
     password: str | None = attrs.field(default=None, repr=False)
     tls_validation: bool = True
     ca_cert: str | None = attrs.field(default=None, repr=False)
-    proxy_url: str | None = None
+    proxy_url: str | None = attrs.field(default=None, repr=lambda v: repr(_masked_url(v)))
     download_concurrency: int = attrs.field(default=10, validator=_positive)
     max_retries: int = attrs.field(default=3, validator=_non_negative)
     rate_limit: float | None = attrs.field(default=None, validator=_positive)
-    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=lambda v: repr(_masked_headers(v)))
     include_foreign_layers: bool = False
 
     def wants_tag(self, tag: str) -> bool:
@@ -105,13 +140,18 @@ class Remote:
         return tuple(Digest.parse(p) for p in self.include_tags if _is_digest(p))
 
     def to_json(self, *, secrets: bool = False) -> dict[str, Any]:
-        """The fields as JSON; the password (and CA certificate body) only with ``secrets``."""
+        """The fields as JSON, secrets masked; with ``secrets`` every field as it is (what
+        the store keeps, and :meth:`from_json` reads back)."""
         data = attrs.asdict(self)
         data["include_tags"] = list(self.include_tags)
         data["exclude_tags"] = list(self.exclude_tags)
         data["headers"] = dict(self.headers)
         if not secrets:
-            data["password"] = None if self.password is None else "********"
+            data["url"] = _masked_url(self.url)
+            data["proxy_url"] = _masked_url(self.proxy_url)
+            data["headers"] = _masked_headers(self.headers)
+            data["password"] = None if self.password is None else _MASK
+            data["ca_cert"] = _masked_ca_cert(self.ca_cert)
         return data
 
     @classmethod

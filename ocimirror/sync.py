@@ -55,7 +55,7 @@ from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import InvalidError, LeaseLost, OcimirrorError
 from ocimirror.ingest import Ingest, IngestStore, Published, manifest_entry
 from ocimirror.remote import Remote, SyncPolicy
-from ocimirror.upstream import RegistryClient
+from ocimirror.upstream import RegistryClient, redact_text
 from ocimirror.versions import RepositoryVersion
 
 __all__ = ["SyncProgress", "SyncResult", "SyncStore", "sync_all", "sync_repository"]
@@ -143,7 +143,10 @@ class _Skip(Exception):
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """An error as the sync report and the logs show it: URLs in it keep host and path only
+    (the upstream client's own errors are redacted already; an OSError of a store, say, may
+    not be)."""
+    return redact_text(f"{type(exc).__name__}: {exc}")
 
 
 class _Job:
@@ -290,7 +293,7 @@ class _Job:
             async with self.limit:
                 ref = await self.client.resolve(self.name, tag)
         except (OcimirrorError, OSError) as exc:
-            log.error("%s: tag %s failed: %s", self.repository.name, tag, exc)
+            log.error("%s: tag %s failed: %s", self.repository.name, tag, _describe(exc))
             self.failed_tags[tag] = _describe(exc)
             return None
         return tag, ref.digest, ref.media_type
@@ -302,7 +305,9 @@ class _Job:
         try:
             stored = await self._reuse_stored(roots)
         except (OcimirrorError, OSError) as exc:
-            log.error("%s: looking up stored manifests failed: %s", self.repository.name, exc)
+            log.error(
+                "%s: looking up stored manifests failed: %s", self.repository.name, _describe(exc)
+            )
             for digest, _ in roots:
                 self.reasons.setdefault(str(digest), _describe(exc))
             return
@@ -388,7 +393,7 @@ async def _renew(
             held = await metadata.renew_lease(lease.repository, holder=lease.holder, ttl=LEASE_TTL)
         except (OcimirrorError, OSError) as exc:
             # The database is unreachable for now: keep trying while the lease may still run.
-            log.warning("%s: renewing the sync lease failed: %s", lease.repository, exc)
+            log.warning("%s: renewing the sync lease failed: %s", lease.repository, _describe(exc))
             continue
         if not held:
             log.error("%s: lost the sync lease; stopping without publishing", lease.repository)
@@ -523,7 +528,7 @@ async def sync_all(
                 _inflight=inflight,
             )
         except (OcimirrorError, OSError) as exc:
-            log.error("%s: sync failed: %s", name, exc)
+            log.error("%s: sync failed: %s", name, _describe(exc))
             return exc
 
     results = await asyncio.gather(*(one(n) for n in names))

@@ -436,10 +436,16 @@ def free_port(preferred: int | None = None) -> int:
 
 @contextlib.contextmanager
 def serving(
-    home: str | os.PathLike[str], *, port: int | None = None, timeout: float = 30.0
+    home: str | os.PathLike[str],
+    *,
+    port: int | None = None,
+    timeout: float = 30.0,
+    auth: bool = True,
+    args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Run ``ocimirror --home HOME serve`` in a subprocess; yield ``127.0.0.1:PORT`` once
-    ``/v2/`` answers, and stop the server (its whole process group) on exit."""
+    ``/v2/`` answers (200, or 401 with token auth on), and stop the server (its whole process
+    group) on exit. ``auth=False`` serves with ``--no-auth``; ``args`` go to ``serve``."""
     import httpx
 
     port = port or free_port()
@@ -455,6 +461,8 @@ def serving(
             str(port),
             "--log-level",
             "warning",
+            *([] if auth else ["--no-auth"]),
+            *args,
         ],
         start_new_session=True,
     )
@@ -466,7 +474,7 @@ def serving(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ocimirror serve did not answer on port {port}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code in (200, 401):
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)

@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.clients import (  # noqa: F401
+    busybox_context,
+    docker,
+    docker_busybox,
+    docker_engine,
+    podman,
+    podman_busybox,
+    podman_engine,
+    skopeo,
+)
 from fixtures.postgres import postgres_url  # noqa: F401
 from fixtures.proxy import fault_proxy_factory, registry_proxy  # noqa: F401
 from fixtures.registry import (  # noqa: F401

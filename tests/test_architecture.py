@@ -255,6 +255,7 @@ SERVICES = {
     "ocimirror.remote",
     "ocimirror.distribution",
     "ocimirror.versions",
+    "ocimirror.users",
 }
 
 

@@ -48,7 +48,7 @@ def test_an_error_answers_with_its_nearest_row_of_the_table(cls: type[OcimirrorE
     ("cls", "code", "status"),
     [
         (errors.ManifestTooLarge, "MANIFEST_INVALID", 413),
-        (errors.ManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", 404),
+        (errors.ManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", 400),
         (errors.RangeNotSatisfiable, "RANGE_INVALID", 416),
         (errors.Unsupported, "UNSUPPORTED", 405),
         (errors.LeaseLost, "DENIED", 409),

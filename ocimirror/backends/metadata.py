@@ -3,8 +3,9 @@
 The store is split by concern: repositories and their versions (:class:`RepositoryStore`,
 with the :class:`VersionBuilder` that makes a version), content shared by every repository
 (:class:`ContentStore`: blobs, manifests, signatures, one row per digest), remotes and
-distributions (:class:`RemoteStore`, :class:`DistributionStore`) and the leases that keep
-two syncs off one repository (:class:`LeaseStore`). The services (registry, repository,
+distributions (:class:`RemoteStore`, :class:`DistributionStore`), the leases that keep
+two syncs off one repository (:class:`LeaseStore`) and the users of the registry API with their
+grants (:class:`UserStore`). The services (registry, repository,
 sync, layout transfer, the server) name these protocols, never an implementation;
 :class:`~ocimirror.backends.sql.SQLMetadataStore` implements all of them over SQLite and
 PostgreSQL, and ``tests/backends/test_metadata_store.py`` holds it to them.
@@ -42,11 +43,13 @@ __all__ = [
     "BlobRecord",
     "CleanupCounts",
     "Closure",
+    "Coalesce",
     "ContentBatch",
     "ContentStore",
     "ContentType",
     "DistributionRecord",
     "DistributionStore",
+    "Grant",
     "Lease",
     "LeaseStore",
     "ManifestRecord",
@@ -57,7 +60,12 @@ __all__ = [
     "RemoteStore",
     "RepositoryRecord",
     "RepositoryStore",
+    "Role",
     "SignatureRecord",
+    "UploadRecord",
+    "UploadStore",
+    "UserRecord",
+    "UserStore",
     "VersionBuilder",
     "VersionRecord",
     "VersionStore",
@@ -243,6 +251,72 @@ class Lease:
 
 
 @attrs.frozen(kw_only=True)
+class Coalesce:
+    """How a push's version folds into the one before it (see ``docs/push.md``).
+
+    The previous version is squashed into the new one when it too was made by a push, less
+    than ``quiet`` seconds ago, in a burst that began less than ``longest`` seconds ago, and no
+    distribution is pinned to it. A burst of pushes thus leaves one version, and a repository
+    pushed to without pause still gets a version every ``longest`` seconds.
+    """
+
+    quiet: float = 10.0
+    longest: float = 600.0
+
+
+@attrs.frozen(kw_only=True)
+class UploadRecord:
+    """A blob upload in progress: the bytes so far are ``parts``, unrecorded blobs in order."""
+
+    id: str
+    #: The repository name (base path) the upload was started on.
+    name: str
+    #: Bytes received so far (the sum of the parts' sizes).
+    size: int
+    #: (digest, size) of each part, in order.
+    parts: tuple[tuple[str, int], ...]
+    created: datetime
+    touched: datetime
+
+
+#: What a grant lets a user do on the base paths it matches: ``push`` implies ``pull``.
+Role = Literal["pull", "push"]
+
+
+@attrs.frozen(kw_only=True)
+class Grant:
+    """A user's role on every base path that ``pattern`` matches (the wildcards of tag
+    filters: ``fnmatch.fnmatchcase`` on the whole base path)."""
+
+    pattern: str
+    role: Role
+
+    def to_json(self) -> dict[str, str]:
+        """The grant as JSON."""
+        return {"base_path": self.pattern, "role": self.role}
+
+
+@attrs.frozen(kw_only=True)
+class UserRecord:
+    """A user of the registry API as stored, with their grants by pattern. The password hash
+    is not part of it (:meth:`UserStore.get_password_hash` reads it for a login)."""
+
+    username: str
+    admin: bool
+    created: datetime
+    grants: tuple[Grant, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The user as JSON (no password, no hash)."""
+        return {
+            "username": self.username,
+            "admin": self.admin,
+            "created": self.created.isoformat(),
+            "grants": [g.to_json() for g in self.grants],
+        }
+
+
+@attrs.frozen(kw_only=True)
 class CleanupCounts:
     """What an orphan cleanup removed from the metadata; the blob files go with the blob rows."""
 
@@ -283,14 +357,25 @@ class RepositoryStore(Protocol):
         ...
 
     def new_version(
-        self, repository: str, *, base_version: int | None = None, lease: Lease | None = None
+        self,
+        repository: str,
+        *,
+        base_version: int | None = None,
+        lease: Lease | None = None,
+        coalesce: Coalesce | None = None,
     ) -> AbstractAsyncContextManager[VersionBuilder]:
         """Open a builder for the next version in one locked transaction.
 
         On a clean exit the version is checked (closed under references) and published
         atomically; nothing changed, no version. With ``lease``, it publishes only if the
-        lease is still this holder's (LeaseLost otherwise).
+        lease is still this holder's (LeaseLost otherwise). With ``coalesce``, the version
+        marks itself as made by a push and squashes the previous version into itself when
+        that one is part of the same burst (see :class:`Coalesce`).
         """
+        ...
+
+    async def referrers(self, repository: str, number: int, subject: str) -> list[ManifestRecord]:
+        """The manifests in that version whose ``subject`` is ``subject``, by digest."""
         ...
 
     async def get_version(self, repository: str, number: int | None = None) -> VersionRecord:
@@ -466,8 +551,88 @@ class LeaseStore(Protocol):
         ...
 
 
+class UploadStore(Protocol):
+    """Blob uploads in progress, shared by every server process."""
+
+    async def create_upload(self, upload_id: str, name: str) -> UploadRecord:
+        """Start an upload with no bytes."""
+        ...
+
+    async def get_upload(self, upload_id: str) -> UploadRecord:
+        """The upload; :class:`~ocimirror.errors.UploadNotFound` if there is none."""
+        ...
+
+    async def append_upload(
+        self, upload_id: str, *, offset: int, digest: str, size: int
+    ) -> UploadRecord:
+        """Add a part that starts at ``offset``, which must be the bytes received so far
+        (:class:`~ocimirror.errors.RangeNotSatisfiable` otherwise: the check and the append
+        are one step, so two processes cannot both append at one offset)."""
+        ...
+
+    async def delete_upload(self, upload_id: str) -> UploadRecord | None:
+        """Forget the upload (finished or cancelled); the record it had, if any."""
+        ...
+
+    async def expire_uploads(self, older_than: datetime) -> list[UploadRecord]:
+        """Forget uploads untouched since ``older_than``; the records they had."""
+        ...
+
+    async def upload_parts(self) -> set[str]:
+        """The digests of every part of every upload in progress."""
+        ...
+
+
+class UserStore(Protocol):
+    """Users of the registry API and their grants. Passwords are stored only as hashes made by
+    the caller (:mod:`ocimirror.users`); the store never sees a password."""
+
+    async def create_user(
+        self, username: str, *, password_hash: str, admin: bool = False
+    ) -> UserRecord:
+        """Store a user with no grants; AlreadyExists when the name is taken."""
+        ...
+
+    async def get_user(self, username: str) -> UserRecord:
+        """The user named ``username``; UserNotFound otherwise."""
+        ...
+
+    async def list_users(self) -> list[UserRecord]:
+        """Every user, by name."""
+        ...
+
+    async def get_password_hash(self, username: str) -> str | None:
+        """The user's password hash, or None when there is no such user."""
+        ...
+
+    async def update_user(
+        self, username: str, *, password_hash: str | None = None, admin: bool | None = None
+    ) -> UserRecord:
+        """Change the password hash or the admin flag (None keeps it); UserNotFound otherwise."""
+        ...
+
+    async def set_grant(self, username: str, pattern: str, role: Role) -> UserRecord:
+        """Give the user ``role`` on ``pattern``, replacing the role it had there."""
+        ...
+
+    async def delete_grant(self, username: str, pattern: str) -> UserRecord:
+        """Take back the user's grant on ``pattern``; NotFound when there is none."""
+        ...
+
+    async def delete_user(self, username: str) -> None:
+        """Delete a user and their grants; UserNotFound otherwise."""
+        ...
+
+
 class MetadataStore(
-    RepositoryStore, ContentStore, RemoteStore, DistributionStore, LeaseStore, Protocol
+    RepositoryStore,
+    ContentStore,
+    RemoteStore,
+    DistributionStore,
+    LeaseStore,
+    UploadStore,
+    UserStore,
+    Protocol,
 ):
     """Everything the database holds."""
 

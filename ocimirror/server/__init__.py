@@ -4,9 +4,16 @@ them into an app.
 * :mod:`~ocimirror.server.base`: ``GET /v2/``, the version check;
 * :mod:`~ocimirror.server.catalog`: ``GET /v2/_catalog``;
 * :mod:`~ocimirror.server.tags`: ``GET /v2/<name>/tags/list``;
-* :mod:`~ocimirror.server.manifests`: ``GET|HEAD /v2/<name>/manifests/<reference>``;
-* :mod:`~ocimirror.server.blobs`: ``GET|HEAD /v2/<name>/blobs/<digest>``;
-* :mod:`~ocimirror.server.routing`: which of them answers a path (names contain ``/``);
+* :mod:`~ocimirror.server.manifests`: ``GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>``;
+* :mod:`~ocimirror.server.blobs`: ``GET|HEAD|DELETE /v2/<name>/blobs/<digest>``;
+* :mod:`~ocimirror.server.uploads`: ``/v2/<name>/blobs/uploads/...``, blob pushes;
+* :mod:`~ocimirror.server.referrers`: ``GET /v2/<name>/referrers/<digest>``;
+* :mod:`~ocimirror.server.routing`: which of them answers a path (names contain ``/``), after
+  the authenticator says the caller may;
+* :mod:`~ocimirror.server.access`: the authenticator seam (``Identity``, ``Access``,
+  ``Authenticator``, ``OpenAccess``);
+* :mod:`~ocimirror.server.auth`: Docker token authentication and ``/token``;
+* :mod:`~ocimirror.server.keys`: the token signing key;
 * :mod:`~ocimirror.server.content`: name -> served version, and the per-process caches;
 * :mod:`~ocimirror.server.accept`: ``Accept`` negotiation;
 * :mod:`~ocimirror.server.pagination`: ``n``, ``last`` and ``Link``;

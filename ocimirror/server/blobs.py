@@ -34,10 +34,11 @@ from starlette.types import Message, Receive, Scope, Send
 from ocimirror.backends.blobs import BlobLocalPath, BlobPresigner, BlobReader
 from ocimirror.core.digest import Digest
 from ocimirror.errors import BlobNotFound, InvalidDigest, RangeNotSatisfiable
+from ocimirror.push import Push
 from ocimirror.server.content import Content, Served
 from ocimirror.server.errors import exception_response
 
-__all__ = ["get_blob", "parse_range"]
+__all__ = ["delete_blob", "get_blob", "parse_range"]
 
 log = logging.getLogger("ocimirror.server")
 
@@ -230,3 +231,17 @@ async def get_blob(
             return _PathSend(headers, local)
         return _WholeFile(local, headers=headers, stat_result=stat)
     return _Stream(200, headers, await store.reader(digest, chunk_size=_CHUNK))
+
+
+async def delete_blob(push: Push, request: Request, name: str, reference: str) -> Response:
+    """``DELETE``: remove the blob from the repository (``202``); its bytes go with the next
+    orphan cleanup, once no version holds them."""
+    try:
+        digest = Digest.parse(reference)
+    except InvalidDigest as exc:
+        raise BlobNotFound(
+            f"{reference[:140]!r} is not a valid digest, so names no blob: {exc.message}",
+            detail={"digest": reference[:140]},
+        ) from None
+    await push.delete_blob(name, digest)
+    return Response(b"", status_code=202, headers={"content-length": "0"})

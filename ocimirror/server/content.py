@@ -55,7 +55,7 @@ class Served:
     version: int
     #: Whether the distribution is pinned to that version (otherwise it follows the latest).
     pinned: bool
-    #: Hidden from the catalog; later, pulls will need a token.
+    #: Pulls need a credential that grants them (a public one anyone may pull).
     private: bool
     #: The repository's identity: a repository deleted and created again under the same name
     #: restarts its version numbers, so cached answers are keyed by this, never by the name.
@@ -87,6 +87,9 @@ class _LRU(Generic[_K, _V]):
         self._data.move_to_end(key)
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
+
+    def pop(self, key: _K) -> None:
+        self._data.pop(key, None)
 
     def clear(self) -> None:
         self._data.clear()
@@ -188,6 +191,11 @@ class Content:
         """Serve ``registry`` (``None``: nothing) from now on, with empty caches."""
         self._registry = registry
         self.clear()
+
+    def forget(self, name: str) -> None:
+        """Forget ``name``'s resolution (this process just published a version of it)."""
+        self._names.pop(name)
+        self._catalog = None
 
     def clear(self) -> None:
         """Forget everything cached."""

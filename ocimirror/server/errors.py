@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ocimirror.errors import OcimirrorError
+from ocimirror.errors import OcimirrorError, Unauthorized
 
 __all__ = [
     "error_body",
@@ -68,6 +68,8 @@ def exception_response(
     """The response for an ocimirror error: the code and status :data:`~ocimirror.errors.ERRORS`
     gives its class, its message and detail."""
     body = json.dumps({"errors": [exc.to_oci()]}, separators=(",", ":"), default=str).encode()
+    if isinstance(exc, Unauthorized) and exc.challenge:
+        headers = {**(headers or {}), "www-authenticate": exc.challenge}
     return _respond(exc.status, body, head=head, headers=headers)
 
 

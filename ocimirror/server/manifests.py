@@ -1,4 +1,5 @@
-"""``GET|HEAD /v2/<name>/manifests/<tag-or-digest>`` (end-3).
+"""``/v2/<name>/manifests/<tag-or-digest>``: ``GET|HEAD`` (end-3), ``PUT`` (end-7) and
+``DELETE`` (end-8, end-9).
 
 A manifest is served byte for byte as stored, with its stored media type: never re-serialised,
 never converted. When the client's ``Accept`` does not allow that type the answer is
@@ -15,12 +16,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ocimirror.core.digest import Digest
+from ocimirror.core.manifest import MAX_MANIFEST_SIZE
 from ocimirror.core.reference import validate_tag
-from ocimirror.errors import InvalidDigest, InvalidReference, ManifestNotFound, TagNotFound
+from ocimirror.errors import (
+    InvalidDigest,
+    InvalidReference,
+    ManifestNotFound,
+    ManifestTooLarge,
+    TagNotFound,
+)
+from ocimirror.push import Push
 from ocimirror.server.accept import acceptable
 from ocimirror.server.content import Content, Served
 
-__all__ = ["get_manifest"]
+__all__ = ["delete_manifest", "get_manifest", "put_manifest", "read_capped"]
 
 
 class _Raw(Response):
@@ -107,3 +116,63 @@ def _matches(if_none_match: str, etag: bytes) -> bool:
         if tag == "*" or tag.removeprefix("W/") == wanted:
             return True
     return False
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body, refused (ManifestTooLarge, before reading on) past ``limit`` bytes."""
+    announced = request.headers.get("content-length")
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise ManifestTooLarge(f"the body is {announced} bytes; the limit is {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ManifestTooLarge(f"the body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def put_manifest(push: Push, request: Request, name: str, reference: str) -> Response:
+    """``PUT``: store the manifest byte for byte under a tag or its digest (``201``)."""
+    if ":" not in reference:
+        try:
+            validate_tag(reference)
+        except InvalidReference as exc:
+            raise InvalidReference(
+                f"{reference[:140]!r} is neither a tag nor a digest: {exc.message}",
+                detail={"reference": reference[:140]},
+            ) from None
+    raw = await read_capped(request, MAX_MANIFEST_SIZE)
+    media_type = request.headers.get("content-type")
+    manifest = await push.put_manifest(name, reference, raw, media_type)
+    root = request.scope.get("root_path", "")
+    headers = {
+        "location": f"{root}/v2/{name}/manifests/{manifest.digest}",
+        "docker-content-digest": str(manifest.digest),
+        "content-length": "0",
+    }
+    if manifest.subject is not None:
+        headers["oci-subject"] = str(manifest.subject.digest)
+    return Response(b"", status_code=201, headers=headers)
+
+
+async def delete_manifest(push: Push, request: Request, name: str, reference: str) -> Response:
+    """``DELETE``: a manifest by digest (with its tags), or one tag (``202``)."""
+    if ":" in reference:
+        try:
+            digest = Digest.parse(reference)
+        except InvalidDigest as exc:
+            raise ManifestNotFound(
+                f"{reference[:140]!r} is not a valid digest, so names no manifest: {exc.message}",
+                detail={"reference": reference[:140]},
+            ) from None
+        await push.delete_manifest(name, digest)
+    else:
+        try:
+            validate_tag(reference)
+        except InvalidReference as exc:
+            raise TagNotFound(
+                f"{reference[:140]!r} is neither a tag nor a digest: {exc.message}",
+                detail={"reference": reference[:140]},
+            ) from None
+        await push.delete_tag(name, reference)
+    return Response(b"", status_code=202, headers={"content-length": "0"})

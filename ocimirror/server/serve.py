@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,7 @@ def serve(
     database_url: str | None = None,
     storage_url: str | None = None,
     log_level: str = "info",
+    auth: bool = True,
 ) -> None:
     """Serve the registry API until interrupted (SIGINT or SIGTERM); HTTPS with a cert and key.
 
@@ -52,6 +54,8 @@ def serve(
         home, database_url, storage_url: Where the registry lives, as for
             :meth:`ocimirror.AsyncRegistry.open` (unset ones come from the environment).
         log_level: granian's and ocimirror's log level (``debug`` ... ``critical``).
+        auth: Docker token authentication (users and grants from the registry). ``False``
+            lets anyone pull and push, and says so on stderr.
     """
     from granian import Granian
     from granian.constants import Interfaces
@@ -71,7 +75,14 @@ def serve(
         "OCIMIRROR_HOME": home,
         "OCIMIRROR_DATABASE_URL": database_url,
         "OCIMIRROR_STORAGE_URL": storage_url,
+        "OCIMIRROR_AUTH": "token" if auth else "none",
     }
+    if not auth:
+        print(
+            "ocimirror serve: authentication is OFF (--no-auth): anyone who can reach "
+            f"{host}:{port} may pull and push",
+            file=sys.stderr,
+        )
     with _environment({k: os.fspath(v) for k, v in settings.items() if v is not None}):
         asyncio.run(_check_registry())
         server = Granian(

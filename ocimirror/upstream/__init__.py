@@ -10,7 +10,8 @@
 
 Token and Basic authentication is an :class:`httpx.Auth` flow (:class:`RegistryAuth`), so any
 httpx client or transport can carry it; retries, backoff and rate limits are in
-:class:`RetryPolicy` and :class:`RateLimiter`. Logs go to ``ocimirror.upstream``.
+:class:`RetryPolicy` and :class:`RateLimiter`. Logs go to ``ocimirror.upstream``; URLs in
+logs and errors show host and path only (:func:`redact_url`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ocimirror.upstream.client import (
 )
 from ocimirror.upstream.names import DOCKER_HUB_HOSTS, DOCKER_HUB_URL, normalize_upstream
 from ocimirror.upstream.ratelimit import RateLimiter
+from ocimirror.upstream.redact import redact_text, redact_url
 from ocimirror.upstream.retry import (
     RetryPolicy,
     TransientError,
@@ -59,6 +61,8 @@ __all__ = [
     "normalize_upstream",
     "parse_retry_after",
     "parse_www_authenticate",
+    "redact_text",
+    "redact_url",
     "retryable_status",
     "scope_for_path",
 ]

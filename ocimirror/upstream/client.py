@@ -6,6 +6,10 @@ into the writer of a :class:`~ocimirror.upstream.sink.BlobSink` (a blob store), 
 digest and size before anything becomes visible.
 Transient failures are retried (see :mod:`ocimirror.upstream.retry`), and a blob download
 that breaks off resumes where it stopped with a ``Range`` request.
+
+Redirects are followed hop by hop (:mod:`ocimirror.upstream.redirects`): a hop to another
+origin than the registry's goes without credentials and extra headers. URLs in errors and logs
+show host and path only (:mod:`ocimirror.upstream.redact`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from ocimirror.errors import (
     InvalidError,
     ManifestNotFound,
     ManifestTooLarge,
-    OcimirrorError,
     RepositoryNotFound,
     UpstreamError,
 )
@@ -51,6 +54,8 @@ from ocimirror.upstream._body import (
 from ocimirror.upstream.auth import RegistryAuth
 from ocimirror.upstream.names import normalize_upstream
 from ocimirror.upstream.ratelimit import RateLimiter
+from ocimirror.upstream.redact import redact_json, redact_text, redact_url
+from ocimirror.upstream.redirects import send_following
 from ocimirror.upstream.retry import (
     RetryPolicy,
     TransientError,
@@ -197,13 +202,6 @@ def _ssl_context(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
     return ssl.create_default_context(cafile=verify)
 
 
-def _shown_url(url: httpx.URL) -> str:
-    """A URL fit for a message or a log: no userinfo, and the query string (a signed URL's
-    signature) replaced by ``?...``."""
-    shown = url.copy_with(userinfo=b"", query=None)
-    return f"{shown}?..." if url.query else str(shown)
-
-
 def _range_start(content_range: str | None) -> int | None:
     """The first byte of ``Content-Range: bytes <first>-<last>/<total>``."""
     if content_range is None:
@@ -279,24 +277,29 @@ class RegistryClient:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
         parsed = httpx.URL(url.strip() if "://" in url else f"https://{url.strip()}")
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise InvalidError(f"registry URL must be http:// or https:// with a host, got {url!r}")
+            raise InvalidError(
+                f"registry URL must be http:// or https:// with a host, got {redact_url(url)!r}"
+            )
         if parsed.userinfo:
             if username is None:
                 username = parsed.username or None
                 password = parsed.password if password is None else password
             parsed = parsed.copy_with(userinfo=b"")
+        parsed = parsed.copy_with(query=None, fragment=None)  # paths are appended to it
         base = normalize_upstream(str(parsed), "")[0]
         if base.endswith("/v2"):
             base = base[: -len("/v2")]  # the API root was given, not the registry
         #: The registry's base URL, without a trailing slash (nor ``/v2``).
         self.url: str = base
+        origin = httpx.URL(base)
+        self._origin = (origin.scheme, origin.host, origin.port)
         #: Request counters, shared by everything this client does.
         self.stats = RequestStats()
         #: Retries and waits; replace it (``attrs.evolve``) to change them.
         self.retry_policy = RetryPolicy(
             max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max
         )
-        self._auth = RegistryAuth(username, password, stats=self.stats)
+        self._auth = RegistryAuth(username, password, registry=base, stats=self.stats)
         self._limiter = RateLimiter(rate_limit) if rate_limit is not None else None
         self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._verify = verify
@@ -387,26 +390,24 @@ class RegistryClient:
             return reference, Digest.parse(reference)
         return validate_tag(reference), None
 
+    def _is_registry(self, url: httpx.URL) -> bool:
+        """Whether ``url`` is on the registry's own origin (scheme, host and port)."""
+        return (url.scheme, url.host, url.port) == self._origin
+
     @contextlib.asynccontextmanager
     async def _open(
         self, kind: str, method: str, url: str | httpx.URL, headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[httpx.Response]:
-        """One request, its response streamed and closed on the way out."""
+        """One request, redirects followed, its response streamed and closed on the way out."""
         http = self._http()
         if self._limiter is not None:
             await self._limiter.acquire()
         self.stats.count(kind)
         request = http.build_request(method, url, headers={**self._headers, **(headers or {})})
-        response = await http.send(request, auth=self._auth, stream=True, follow_redirects=True)
+        response = await send_following(http, request, auth=self._auth, home=self._is_registry)
         try:
             final = response.request.url
-            _log.debug(
-                "%s %s%s -> %d",
-                method,
-                final.host,
-                final.raw_path.decode("ascii", "replace"),
-                response.status_code,
-            )
+            _log.debug("%s %s -> %d", method, redact_url(final), response.status_code)
             remaining = response.headers.get("ratelimit-remaining")
             if remaining is not None:
                 _log.debug("%s: RateLimit-Remaining %s", final.host, remaining)
@@ -414,16 +415,30 @@ class RegistryClient:
         finally:
             await response.aclose()
 
-    async def _retrying(self, what: str, url: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    def _network_error(self, exc: httpx.RequestError) -> str:
+        """``Type: message`` of a network failure, naming the host it happened at when that
+        is not the registry (a redirect target)."""
+        text = f"{type(exc).__name__}: {redact_text(str(exc))}"
+        try:
+            at = exc.request.url
+        except RuntimeError:  # httpx raises when the error has no request
+            return text
+        return text if self._is_registry(at) else f"{text} (at {redact_url(at)})"
+
+    async def _retrying(
+        self, method: str, url: str | httpx.URL, attempt: Callable[[], Awaitable[_T]]
+    ) -> _T:
         """Run ``attempt`` under the retry policy; turn network failures into UpstreamError."""
         policy = self.retry_policy
+        shown = redact_url(url)
+        what = f"{method} {shown}"
 
         def on_retry(exc: BaseException, number: int, delay: float) -> None:
             self.stats.count("retry")
             _log.debug(
                 "%s: %s; retry %d of %d in %.2fs",
                 what,
-                exc if isinstance(exc, OcimirrorError) else f"{type(exc).__name__}: {exc}",
+                self._network_error(exc) if isinstance(exc, httpx.RequestError) else exc,
                 number,
                 policy.max_retries,
                 delay,
@@ -432,9 +447,7 @@ class RegistryClient:
         try:
             return await policy.run(attempt, on_retry=on_retry)
         except httpx.RequestError as exc:
-            raise UpstreamError(
-                f"{what} failed: {type(exc).__name__}: {exc}", url=str(url)
-            ) from exc
+            raise UpstreamError(f"{what} failed: {self._network_error(exc)}", url=shown) from exc
 
     async def _fail(
         self, response: httpx.Response, kind: str, name: str = "", reference: str = ""
@@ -445,37 +458,46 @@ class RegistryClient:
         body = b""
         if request.method != "HEAD":
             body, _ = await read_capped(response, ERROR_BODY_LIMIT)
-        errors = oci_errors(body)
-        detail = describe_errors(errors, body)
-        said = f": {detail}" if detail else ""
         # A redirect may have led to a signed URL (object storage, a CDN): its query string
-        # is a credential, so messages and the error's ``url`` show the URL without it.
-        url = _shown_url(request.url)
+        # is a credential, so messages, the error's ``url`` and the quoted body leave it out.
+        own = self._is_registry(request.url)
+        signed = None if own else request.url
+        errors = redact_json(oci_errors(body), url=signed)
+        detail = redact_text(describe_errors(errors, body), url=signed)
+        said = f": {detail}" if detail else ""
+        url = redact_url(request.url)
+        host = request.url.netloc.decode("ascii", "replace")
         where = f"{request.method} {url}"
+        answered = "" if own else f" ({host} answered {status} after a redirect)"
         if status == 404 and kind == "manifest":
             raise ManifestNotFound(
-                f"upstream {self.url} has no manifest {name}:{reference}{said}", detail=errors
+                f"upstream {self.url} has no manifest {name}:{reference}{answered}{said}",
+                detail=errors,
             )
         if status == 404 and kind == "blob":
             raise BlobNotFound(
-                f"upstream {self.url} has no blob {reference} in {name}{said}", detail=errors
+                f"upstream {self.url} has no blob {reference} in {name}{answered}{said}",
+                detail=errors,
             )
         if status == 404 and kind == "tags":
             raise RepositoryNotFound(
-                f"upstream {self.url} has no repository {name!r}{said}", detail=errors
+                f"upstream {self.url} has no repository {name!r}{answered}{said}", detail=errors
             )
         if status in (401, 403):
-            who = (
-                f"the credentials of user {self._auth.username!r}"
-                if self._auth.username
-                else "anonymous access (the repository may not exist, or need credentials)"
-            )
+            if not own:
+                who = "the request (no credentials are sent to it: the registry redirected there)"
+            elif self._auth.username:
+                who = f"the credentials of user {self._auth.username!r}"
+            else:
+                who = "anonymous access (the repository may not exist, or need credentials)"
             raise UpstreamError(
-                f"{where}: upstream refused {who}: {status}{said}",
+                f"{where}: {host} refused {who}: {status}{said}",
                 status_code=status,
                 errors=errors,
                 url=url,
             )
+        if not own:
+            where = f"{where} (redirected to by {self.url})"
         message = f"{where} failed: {status} {response.reason_phrase}{said}"
         if retryable_status(status):
             raise TransientError(
@@ -498,7 +520,7 @@ class RegistryClient:
                 if response.status_code != 200:
                     await self._fail(response, "ping")
 
-        await self._retrying(f"GET {url}", url, attempt)
+        await self._retrying("GET", url, attempt)
 
     async def list_tags(self, name: str, *, page_size: int | None = None) -> list[str]:
         """Every tag of repository ``name``, following pagination to the end.
@@ -519,13 +541,14 @@ class RegistryClient:
         while url is not None:
             if str(url) in visited:
                 raise UpstreamError(
-                    f"upstream {self.url} sends the tag list of {name} in a loop (at {url})",
-                    url=str(url),
+                    f"upstream {self.url} sends the tag list of {name} in a loop "
+                    f"(at {redact_url(url)})",
+                    url=redact_url(url),
                 )
             visited.add(str(url))
             page_url: httpx.URL = url
             page, link = await self._retrying(
-                f"GET {page_url}", str(page_url), functools.partial(self._tags_page, page_url, name)
+                "GET", page_url, functools.partial(self._tags_page, page_url, name)
             )
             new = [t for t in page if t not in known]
             known.update(new)
@@ -544,7 +567,7 @@ class RegistryClient:
             if over:
                 raise UpstreamError(
                     f"a tag list page of {name} from {self.url} is over {MAX_TAGS_PAGE_SIZE} bytes",
-                    url=str(url),
+                    url=redact_url(url),
                 )
             check_complete(response)
             link = response.links.get("next", {}).get("url")
@@ -559,12 +582,12 @@ class RegistryClient:
         if not isinstance(data, dict) or not isinstance(tags, list):
             raise UpstreamError(
                 f"the tag list of {name} from {self.url} is not a JSON object with a tags array",
-                url=str(url),
+                url=redact_url(url),
             )
         if not all(isinstance(t, str) for t in tags):
             raise UpstreamError(
                 f"the tag list of {name} from {self.url} holds something other than strings",
-                url=str(url),
+                url=redact_url(url),
             )
         return tags, next_url
 
@@ -588,10 +611,10 @@ class RegistryClient:
                     await self._fail(response, "manifest", name, ref)
                 return self._head_ref(response, asked)
 
-        found = await self._retrying(f"HEAD {url}", url, attempt)
+        found = await self._retrying("HEAD", url, attempt)
         if found is not None:
             return found
-        _log.debug("HEAD %s said too little; fetching the manifest", url)
+        _log.debug("HEAD %s said too little; fetching the manifest", redact_url(url))
         fetched = await self.get_manifest(name, reference)
         return ManifestRef(digest=fetched.digest, media_type=fetched.media_type, size=fetched.size)
 
@@ -657,7 +680,7 @@ class RegistryClient:
                 digest=self._verify_manifest(raw, want, header, f"{name}:{ref}"),
             )
 
-        return await self._retrying(f"GET {url}", url, attempt)
+        return await self._retrying("GET", url, attempt)
 
     def _verify_manifest(
         self, raw: bytes, want: Digest | None, header: str | None, what: str
@@ -701,9 +724,7 @@ class RegistryClient:
         url = f"{self.url}/v2/{name}/blobs/{digest}"
         state = _BlobState(store, digest, size)
         try:
-            return await self._retrying(
-                f"GET {url}", url, lambda: self._blob_attempt(url, name, state)
-            )
+            return await self._retrying("GET", url, lambda: self._blob_attempt(url, name, state))
         finally:
             await state.discard()
 
@@ -720,19 +741,20 @@ class RegistryClient:
             if status == 416 and offset:
                 await state.discard()
                 raise TransientError(
-                    f"GET {url}: the upstream cannot resume at byte {offset}; starting over",
+                    f"GET {redact_url(url)}: the upstream cannot resume at byte {offset}; "
+                    "starting over",
                     status_code=status,
-                    url=url,
+                    url=redact_url(url),
                 )
             if status not in (200, 206):
                 await self._fail(response, "blob", name, str(state.digest))
             if status == 206 and _range_start(response.headers.get("content-range")) != offset:
                 await state.discard()
                 raise TransientError(
-                    f"GET {url}: asked for bytes from {offset}, got range "
+                    f"GET {redact_url(url)}: asked for bytes from {offset}, got range "
                     f"{response.headers.get('content-range')!r}; starting over",
                     status_code=status,
-                    url=url,
+                    url=redact_url(url),
                 )
             if status == 200 and offset:
                 _log.debug("%s ignored Range: reading %s from the start", self.url, state.digest)
@@ -779,8 +801,10 @@ class RegistryClient:
                 length = response.headers.get("content-length")
                 if length is None or not length.isdigit():
                     raise UpstreamError(
-                        f"HEAD {url} answered without a Content-Length", status_code=200, url=url
+                        f"HEAD {redact_url(url)} answered without a Content-Length",
+                        status_code=200,
+                        url=redact_url(url),
                     )
                 return int(length)
 
-        return await self._retrying(f"HEAD {url}", url, attempt)
+        return await self._retrying("HEAD", url, attempt)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 
 from ocimirror import AsyncRegistry
 from ocimirror.asgi import create_app
+from ocimirror.server.access import OpenAccess
 from ocimirror.testing import Image, Index, artifact, random_image, random_index, write_layout
 
 _T = TypeVar("_T")
@@ -151,4 +152,6 @@ def open_harness(
         return registry
 
     registry = runner.run(setup())
+    # These tests are about what is served; who may have it is tests/server/test_token_auth.py's.
+    app_options.setdefault("auth", OpenAccess())
     return Harness(runner, registry, create_app(registry, **app_options))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import json
 import os
@@ -52,6 +53,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+#: The process id of each running server, by base URL.
+SERVERS: dict[str, int] = {}
+
+
 @contextmanager
 def running(home: Path, log: Path, **options: object) -> Iterator[str]:
     """Run ``serve(**options)`` in a subprocess with ``OCIMIRROR_HOME=home``; its base URL."""
@@ -80,9 +85,11 @@ def running(home: Path, log: Path, **options: object) -> Iterator[str]:
         url = f"{scheme}://127.0.0.1:{port}"
         try:
             if _wait_until_up(proc, url):
+                SERVERS[url] = proc.pid
                 yield url
                 return
         finally:
+            SERVERS.pop(url, None)
             _stop(proc)
     raise RuntimeError(f"serve() would not start:\n{log.read_text()}")
 
@@ -186,8 +193,18 @@ def _client_hello() -> bytes:
     return outgoing.read()
 
 
-def test_serve_answers_the_version_check(http_url: str) -> None:
+def test_serve_challenges_an_anonymous_version_check_with_token_auth(http_url: str) -> None:
     response = httpx.get(f"{http_url}/v2/", trust_env=False)
+    assert response.status_code == 401
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert f'realm="{http_url}/token"' in challenge
+
+
+def test_serve_without_auth_answers_the_version_check(home: Path) -> None:
+    with running(home, home.parent / "noauth.log", auth=False) as url:
+        response = httpx.get(f"{url}/v2/", trust_env=False)
     assert response.status_code == 200
     assert response.headers["docker-distribution-api-version"] == "registry/2.0"
 
@@ -230,7 +247,8 @@ def test_skopeo_copies_a_multi_platform_index_digests_intact(http_url: str, tmp_
 
 def test_serve_speaks_https_with_a_certificate_and_key(https_url: str) -> None:
     response = httpx.get(f"{https_url}/v2/", verify=False, trust_env=False)
-    assert response.status_code == 200
+    assert response.status_code == 401
+    assert f'realm="{https_url}/token"' in response.headers["www-authenticate"]
     host = https_url.removeprefix("https://")
     out = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{host}/library/app:v1"))
     assert out["Digest"] == str(V1.digest)
@@ -255,3 +273,65 @@ def test_serve_refuses_bad_options_before_starting(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidError):
         serve(home=tmp_path, **options)  # type: ignore[arg-type]
+
+
+def _rss_peak(pid: int) -> int:
+    """The peak resident set of a process and its children, in bytes (VmHWM)."""
+    total = 0
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(p) for p in children.read_text().split()]
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total = max(total, int(line.split()[1]) * 1024)
+    return total
+
+
+def test_a_chunked_upload_completes_across_two_worker_processes(home: Path) -> None:
+    """Each request on a new connection, so the chunks may reach either worker."""
+    data = os.urandom(3 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with running(home, home.parent / "workers.log", workers=2, auth=False) as url:
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=url, trust_env=False, limits=fresh, timeout=60) as client:
+            location = client.post("/v2/pushed/chunks/blobs/uploads/").headers["location"]
+            for start in range(0, len(data), 1 << 20):
+                chunk = data[start : start + (1 << 20)]
+                end = start + len(chunk) - 1
+                answer = client.patch(
+                    location, content=chunk, headers={"content-range": f"{start}-{end}"}
+                )
+                assert answer.status_code == 202, answer.text
+                assert client.get(location).headers["range"] == f"0-{end}"
+            done = client.put(location, params={"digest": digest})
+            assert done.status_code == 201, done.text
+            assert client.get(f"/v2/pushed/chunks/blobs/{digest}").content == data
+
+
+def test_a_large_blob_streams_through_a_push_in_constant_memory(home: Path) -> None:
+    """A 512 MiB layer, streamed in one PATCH: the server's peak RSS barely moves."""
+    size, piece = 512 << 20, os.urandom(1 << 20)
+    hasher = hashlib.sha256()
+    for _ in range(size // len(piece)):
+        hasher.update(piece)
+    digest = f"sha256:{hasher.hexdigest()}"
+
+    def body() -> Iterator[bytes]:
+        for _ in range(size // len(piece)):
+            yield piece
+
+    with running(home, home.parent / "large.log", auth=False) as url:
+        server = SERVERS[url]
+        with httpx.Client(base_url=url, trust_env=False, timeout=300) as client:
+            location = client.post("/v2/pushed/large/blobs/uploads/").headers["location"]
+            client.patch(location, content=b"x")  # warm up the upload path
+            client.delete(location)
+            before = _rss_peak(server)
+            location = client.post("/v2/pushed/large/blobs/uploads/").headers["location"]
+            assert client.patch(location, content=body()).status_code == 202
+            assert client.put(location, params={"digest": digest}).status_code == 201
+            after = _rss_peak(server)
+            head = client.head(f"/v2/pushed/large/blobs/{digest}")
+            assert int(head.headers["content-length"]) == size
+    assert after - before < 64 << 20, f"peak RSS grew by {(after - before) >> 20} MiB"

@@ -366,8 +366,11 @@ def test_a_mounted_app_answers_under_its_prefix_and_its_links_carry_it(world: Ha
     def get(url: str) -> httpx.Response:
         return world.run(client.get(url))
 
-    assert get("/registry/v2/").json() == {}
-    assert get(f"/registry{APP}/manifests/v1").content == V1.manifest
+    challenge = get("/registry/v2/")
+    assert challenge.status_code == 401  # token auth, by default
+    assert 'realm="http://test/registry/token"' in challenge.headers["www-authenticate"]
+    assert "token" in get("/registry/token?service=ocimirror").json()
+    assert get(f"/registry{APP}/manifests/v1").content == V1.manifest  # public: no token needed
     assert get(f"/registry{APP}/blobs/{LAYER.digest}").content == LAYER.data
     assert get(f"/registry{APP}/tags/list?n=1").headers["link"] == (
         f'</registry{APP}/tags/list?last=dlist&n=1>; rel="next"'
@@ -376,7 +379,8 @@ def test_a_mounted_app_answers_under_its_prefix_and_its_links_carry_it(world: Ha
     assert catalog.headers["link"] == '</registry/v2/_catalog?last=library/app&n=1>; rel="next"'
     nxt = catalog.headers["link"][1:].split(">")[0]
     assert get(nxt).json() == {"repositories": ["odd/manifests/blobs"]}
-    assert oci_error(get("/registry/v2/no/such/tags/list"))["code"] == "NAME_UNKNOWN"
+    # An anonymous caller learns nothing about names that are not public.
+    assert oci_error(get("/registry/v2/no/such/tags/list"))["code"] == "UNAUTHORIZED"
     assert get("/v2/").status_code == 404
     world.run(client.aclose())
 

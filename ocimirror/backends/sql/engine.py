@@ -48,6 +48,9 @@ class SQLEngine:
         self._dists = t["distributions"]
         self._schema = t["ocimirror_schema"]
         self._leases = t["repository_leases"]
+        self._users = t["users"]
+        self._grants = t["user_grants"]
+        self._uploads = t["uploads"]
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._sqlite_writer_lock: asyncio.Lock | None = None

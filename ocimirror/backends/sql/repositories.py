@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ocimirror.backends.metadata import (
     CONTENT_TYPES,
     REQUIRED_KINDS,
+    Coalesce,
     ContentType,
     Lease,
+    ManifestRecord,
     RepositoryRecord,
     VersionRecord,
 )
@@ -152,7 +154,12 @@ class RepositoryMixin(SQLEngine):
 
     @asynccontextmanager
     async def new_version(
-        self, repository: str, *, base_version: int | None = None, lease: Lease | None = None
+        self,
+        repository: str,
+        *,
+        base_version: int | None = None,
+        lease: Lease | None = None,
+        coalesce: Coalesce | None = None,
     ) -> AsyncIterator[SQLVersionBuilder]:
         """Build the next version in one locked transaction.
 
@@ -161,8 +168,9 @@ class RepositoryMixin(SQLEngine):
         with no changes nothing is written (but a changed mirror flag) and ``builder.result``
         is the current latest version. With ``lease``, the lease must still be this holder's
         (LeaseLost otherwise): the check runs under the repository's row lock, which taking a
-        lease needs too, so no other holder can slip in before the commit. An exception rolls
-        everything back.
+        lease needs too, so no other holder can slip in before the commit. With ``coalesce``
+        (pushes), the previous version is squashed into the new one when it belongs to the
+        same burst of pushes. An exception rolls everything back.
         """
         async with self._write() as conn:
             repo = await self._get_repo(conn, repository, lock=True)
@@ -178,7 +186,7 @@ class RepositoryMixin(SQLEngine):
                 await self._require_version(conn, repo, base_version)
                 await builder._reset_to(base_version)
             yield builder
-            result = await self._publish(conn, repo, builder, base_version)
+            result = await self._publish(conn, repo, builder, base_version, coalesce)
             if result is None:
                 builder.result = await self._latest_record(conn, repo)
                 if not builder.repository_changed:
@@ -371,6 +379,7 @@ class RepositoryMixin(SQLEngine):
         repo: RepositoryRecord,
         builder: SQLVersionBuilder,
         base_version: int | None,
+        coalesce: Coalesce | None = None,
     ) -> VersionRecord | None:
         number = builder.number
         added = await self._counts(conn, repo.id, self._rc.c.version_added, number)
@@ -388,6 +397,19 @@ class RepositoryMixin(SQLEngine):
                 present.pop(ct, None)
         summary = {"added": added, "removed": removed, "present": _ordered(present)}
         now = _now()
+        burst_started = None
+        squash = False
+        if coalesce is not None:
+            burst_started = now
+            began = previous.burst_started
+            if (
+                began is not None
+                and previous.number != 0
+                and (now - previous.created).total_seconds() < coalesce.quiet
+                and (now - began).total_seconds() < coalesce.longest
+                and not await self._pinned(conn, repo.id, previous.number)
+            ):
+                burst_started, squash = began, True
         await conn.execute(
             self._versions.insert().values(
                 repository_id=repo.id,
@@ -396,6 +418,7 @@ class RepositoryMixin(SQLEngine):
                 created=now,
                 complete=True,
                 summary=summary,
+                burst_started=burst_started,
             )
         )
         await conn.execute(
@@ -403,6 +426,18 @@ class RepositoryMixin(SQLEngine):
             .where(self._repos.c.id == repo.id)
             .values(latest_version=number, next_version=number + 1)
         )
+        if squash:
+            # The previous version was this burst's: fold it into this one (its changes
+            # become this version's), so a burst of pushes leaves one version.
+            await self._delete_version_tx(conn, repo.id, previous.number)
+            summary = (
+                await conn.execute(
+                    sa.select(self._versions.c.summary).where(
+                        self._versions.c.repository_id == repo.id,
+                        self._versions.c.number == number,
+                    )
+                )
+            ).scalar_one()
         if repo.retain_repo_versions:
             await self._apply_retention(conn, repo.id, repo.retain_repo_versions)
         return VersionRecord(
@@ -412,6 +447,17 @@ class RepositoryMixin(SQLEngine):
             created=now,
             summary=summary,
         )
+
+    async def _pinned(self, conn: AsyncConnection, repo_id: int, number: int) -> bool:
+        row = (
+            await conn.execute(
+                sa.select(self._dists.c.id).where(
+                    self._dists.c.repository_id == repo_id,
+                    self._dists.c.repository_version == number,
+                )
+            )
+        ).first()
+        return row is not None
 
     async def _apply_retention(self, conn: AsyncConnection, repo_id: int, retain: int) -> None:
         numbers = (
@@ -607,3 +653,33 @@ class RepositoryMixin(SQLEngine):
             )
             async for (key,) in result:
                 yield key
+
+    async def referrers(self, repository: str, number: int, subject: str) -> list[ManifestRecord]:
+        """The manifests in that version whose ``subject`` is ``subject``, by digest."""
+        rc, m = self._rc, self._manifests
+        async with self._read() as conn:
+            repo = await self._get_repo(conn, repository)
+            rows = await conn.execute(
+                sa.select(m.c.digest, m.c.media_type, m.c.data, m.c.artifact_type, m.c.subject)
+                .join(
+                    rc,
+                    sa.and_(
+                        rc.c.repository_id == repo.id,
+                        rc.c.content_type == "container.manifest",
+                        rc.c.key == m.c.digest,
+                        self._in_version(number),
+                    ),
+                )
+                .where(m.c.subject == subject)
+                .order_by(m.c.digest)
+            )
+            return [
+                ManifestRecord(
+                    digest=r.digest,
+                    media_type=r.media_type,
+                    data=r.data,
+                    artifact_type=r.artifact_type,
+                    subject=r.subject,
+                )
+                for r in rows
+            ]

@@ -12,10 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ocimirror.backends.metadata import CONTENT_TYPES, Closure
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 1
-
-#: Upgrade steps: ``MIGRATIONS[n]`` takes a version-``n`` schema to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -76,6 +73,9 @@ def build_metadata() -> sa.MetaData:
         sa.Column("created", UTCDateTime, nullable=False),
         sa.Column("complete", sa.Boolean, nullable=False, default=False),
         sa.Column("summary", sa.JSON, nullable=False),
+        # When the burst of pushes this version belongs to began (None: not made by a push);
+        # see ``docs/push.md`` for how a burst coalesces into one version.
+        sa.Column("burst_started", UTCDateTime),
         sa.UniqueConstraint("repository_id", "number"),
     )
     # Membership as intervals [version_added, version_removed). ``key`` is a digest, or a
@@ -182,7 +182,60 @@ def build_metadata() -> sa.MetaData:
         sa.Column("description", sa.Text),
         sa.Column("created", UTCDateTime, nullable=False),
     )
+    _add_version_2_tables(md)
     return md
+
+
+def _add_version_2_tables(md: sa.MetaData) -> None:
+    """Users and their grants (token auth), and blob uploads in progress (push)."""
+    sa.Table(
+        "users",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("username", sa.String(255), nullable=False, unique=True),
+        # A password hash in the hashing library's own encoded form (algorithm and salt in it).
+        sa.Column("password_hash", sa.String(512), nullable=False),
+        sa.Column("admin", sa.Boolean, nullable=False, default=False),
+        sa.Column("created", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "user_grants",
+        md,
+        sa.Column(
+            "user_id",
+            sa.Integer,
+            sa.ForeignKey("users.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        # A base-path pattern with the wildcards of tag filters (``team/*``).
+        sa.Column("pattern", sa.String(255), primary_key=True),
+        sa.Column("role", sa.String(16), nullable=False),
+    )
+    # A blob upload in progress: its bytes so far are ``parts``, each an unrecorded blob in the
+    # blob store, so an upload survives a restart and its requests may reach any process.
+    sa.Table(
+        "uploads",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False, default=0),
+        sa.Column("parts", sa.JSON, nullable=False),
+        sa.Column("created", UTCDateTime, nullable=False),
+        sa.Column("touched", UTCDateTime, nullable=False, index=True),
+    )
+
+
+def _upgrade_1_to_2(conn: sa.Connection) -> None:
+    md = build_metadata()
+    for name in ("users", "user_grants", "uploads"):
+        md.tables[name].create(conn, checkfirst=True)
+    column = md.tables["repository_versions"].c.burst_started
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE repository_versions ADD COLUMN burst_started {kind}"))
+
+
+#: Upgrade steps: ``MIGRATIONS[n]`` takes a version-``n`` schema to ``n + 1``.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _upgrade_1_to_2}
 
 
 def normalize_url(url: str) -> str:

@@ -7,9 +7,13 @@ from ocimirror.backends.sql.engine import SQLEngine
 from ocimirror.backends.sql.leases import LeaseMixin
 from ocimirror.backends.sql.remotes import RemoteMixin
 from ocimirror.backends.sql.repositories import RepositoryMixin
+from ocimirror.backends.sql.uploads import UploadMixin
+from ocimirror.backends.sql.users import UserMixin
 
 
-class SQLMetadataStore(RepositoryMixin, ContentMixin, LeaseMixin, RemoteMixin, SQLEngine):
+class SQLMetadataStore(
+    RepositoryMixin, ContentMixin, LeaseMixin, RemoteMixin, UploadMixin, UserMixin, SQLEngine
+):
     """The metadata store on one SQLAlchemy engine (or two on SQLite: a writer and readers).
 
     Give it a URL (``sqlite:///path.db``, ``postgresql://user@host/db``) or an
