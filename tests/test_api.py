@@ -180,3 +180,50 @@ def test_a_newer_schema_than_the_code_knows_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(SchemaError, match="newer"):
         asyncio.run(reopen())
+
+
+def test_a_version_1_database_is_upgraded_with_its_content_intact(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Schema 1 -> 2 adds users, grants, uploads and versions' burst start; nothing is lost."""
+    with ocimirror.open(home=tmp_path, database_url=database_url) as reg:
+        reg.create_repository("foo", description="kept")
+        reg.create_distribution("foo", base_path="foo", repository="foo", private=True)
+    statements = [
+        "DROP TABLE uploads",
+        "DROP TABLE user_grants",
+        "DROP TABLE users",
+        "ALTER TABLE repository_versions DROP COLUMN burst_started",
+        "UPDATE ocimirror_schema SET version = 1",
+    ]
+
+    async def downgrade() -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async_engine = create_async_engine(normalize_url(database_url))
+        async with async_engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(sa.text(statement))
+        await async_engine.dispose()
+
+    asyncio.run(downgrade())
+    with ocimirror.open(home=tmp_path, database_url=database_url) as reg:
+        assert reg.repository("foo").description == "kept"
+        assert reg.distribution("foo").private
+        reg.create_user("alice", password="a long secret")
+        assert [u.username for u in reg.users()] == ["alice"]
+
+    async def version() -> int:
+        store = SQLMetadataStore(database_url)
+        try:
+            await store.open()
+            async with store._read() as conn:
+                return int(
+                    (
+                        await conn.execute(sa.text("SELECT version FROM ocimirror_schema"))
+                    ).scalar_one()
+                )
+        finally:
+            await store.close()
+
+    assert asyncio.run(version()) == SCHEMA_VERSION == 2
