@@ -12,7 +12,8 @@ The hierarchy::
     │   ├── InvalidPlatform                     UNSUPPORTED
     │   ├── InvalidLayout                       an OCI image layout that cannot be read
     │   ├── InvalidUpload                       BLOB_UPLOAD_INVALID (a chunk out of order...)
-    │   └── RangeNotSatisfiable                 RANGE_INVALID
+    │   └── RangeNotSatisfiable                 UNSUPPORTED 416 (a byte range of a blob)
+    │       └── ChunkOutOfOrder                 BLOB_UPLOAD_INVALID 416 (an upload's chunk)
     ├── Unsupported                             UNSUPPORTED (a method the API does not serve)
     ├── Unauthorized                            UNAUTHORIZED 401 (with a Bearer challenge)
     ├── Denied                                  DENIED 403 (authenticated, but not allowed)
@@ -56,6 +57,7 @@ __all__ = [
     "OCI_STATUS",
     "AlreadyExists",
     "BlobNotFound",
+    "ChunkOutOfOrder",
     "Conflict",
     "Denied",
     "DigestMismatch",
@@ -160,6 +162,11 @@ class RangeNotSatisfiable(InvalidError):
 class InvalidUpload(InvalidError):
     """A blob upload request that does not fit the upload's state (a chunk out of order, a
     malformed ``Content-Range``)."""
+
+
+class ChunkOutOfOrder(RangeNotSatisfiable):
+    """An upload chunk that does not start where the upload ends (``416``; the response's
+    ``Range`` says what was received)."""
 
 
 class Unauthorized(OcimirrorError):
@@ -299,7 +306,10 @@ ERRORS: Mapping[type[OcimirrorError], tuple[str, int]] = MappingProxyType(
         InvalidReference: ("MANIFEST_INVALID", 400),
         InvalidManifest: ("MANIFEST_INVALID", 400),
         ManifestTooLarge: ("MANIFEST_INVALID", 413),
-        RangeNotSatisfiable: ("RANGE_INVALID", 416),
+        # The spec's code table has no range code: "invalid parameters" (UNSUPPORTED) for a
+        # read, the upload's own code for a chunk that does not start where the upload ends.
+        RangeNotSatisfiable: ("UNSUPPORTED", 416),
+        ChunkOutOfOrder: ("BLOB_UPLOAD_INVALID", 416),
         InvalidUpload: ("BLOB_UPLOAD_INVALID", 400),
         Unsupported: ("UNSUPPORTED", 405),
         Unauthorized: ("UNAUTHORIZED", 401),

@@ -50,6 +50,7 @@ from ocimirror.core.reference import validate_tag
 from ocimirror.errors import (
     AlreadyExists,
     BlobNotFound,
+    ChunkOutOfOrder,
     Conflict,
     Denied,
     DigestMismatch,
@@ -57,7 +58,6 @@ from ocimirror.errors import (
     ManifestBlobUnknown,
     ManifestChildUnknown,
     ManifestNotFound,
-    RangeNotSatisfiable,
     RepositoryNotFound,
     TagNotFound,
     UploadNotFound,
@@ -166,10 +166,10 @@ class Push:
         length: int | None = None,
     ) -> UploadRecord:
         """Stream one chunk into the upload: at byte ``start`` when given (which must be the
-        bytes received so far: RangeNotSatisfiable otherwise), of ``length`` bytes when given."""
+        bytes received so far: ChunkOutOfOrder otherwise), of ``length`` bytes when given."""
         record = await self.upload(name, upload_id)
         if start is not None and start != record.size:
-            raise RangeNotSatisfiable(
+            raise ChunkOutOfOrder(
                 f"the chunk starts at byte {start}, but the upload has {record.size} bytes",
                 detail={"received": record.size},
             )
@@ -184,7 +184,7 @@ class Push:
             return await self.metadata.append_upload(
                 upload_id, offset=record.size, digest=str(digest), size=writer.size
             )
-        except (RangeNotSatisfiable, UploadNotFound):
+        except (ChunkOutOfOrder, UploadNotFound):
             await self._discard([str(digest)])
             raise
 
@@ -202,6 +202,7 @@ class Push:
         digest: Digest,
         data: AsyncIterable[bytes] | None = None,
         *,
+        start: int | None = None,
         length: int | None = None,
     ) -> Digest:
         """Complete an upload (with a last chunk, if ``data`` has bytes): the bytes must hash
@@ -210,7 +211,7 @@ class Push:
         repository = await self.target(name)
         record = await self.upload(name, upload_id)
         if data is not None:
-            record = await self.append(name, upload_id, data, length=length)
+            record = await self.append(name, upload_id, data, start=start, length=length)
         parts = [d for d, _ in record.parts]
         try:
             if parts == [str(digest)]:

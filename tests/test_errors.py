@@ -49,7 +49,8 @@ def test_an_error_answers_with_its_nearest_row_of_the_table(cls: type[OcimirrorE
     [
         (errors.ManifestTooLarge, "MANIFEST_INVALID", 413),
         (errors.ManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", 400),
-        (errors.RangeNotSatisfiable, "RANGE_INVALID", 416),
+        (errors.RangeNotSatisfiable, "UNSUPPORTED", 416),
+        (errors.ChunkOutOfOrder, "BLOB_UPLOAD_INVALID", 416),
         (errors.Unsupported, "UNSUPPORTED", 405),
         (errors.LeaseLost, "DENIED", 409),
         (errors.SizeMismatch, "SIZE_INVALID", 400),

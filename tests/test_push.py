@@ -300,7 +300,7 @@ async def test_a_chunk_out_of_order_answers_416_with_the_range_received(world: W
     response = await api.patch(location, content=b"ijkl", headers={"content-range": "8-11"})
     assert response.status_code == 416
     assert response.headers["range"] == "0-3"
-    assert response.json()["errors"][0]["code"] == "RANGE_INVALID"
+    assert response.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
 
 
 async def test_a_manifest_must_name_blobs_the_repository_holds(world: World) -> None:

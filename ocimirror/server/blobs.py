@@ -11,10 +11,11 @@ The served version must hold the blob. How the bytes go out depends on the store
 * otherwise, and for ranges: streamed from :meth:`~ocimirror.backends.blobs.BlobStore.reader`.
 
 Ranges (RFC 9110 section 14): one ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` gives ``206``
-with ``Content-Range``; a range starting at or beyond the end, a zero-length suffix
-(``bytes=-0``) and any range of an empty blob are unsatisfiable: ``416`` with
-``Content-Range: bytes */<size>``. Everything else (several ranges, other units, malformed or
-backwards ranges) is ignored and the whole blob is sent with ``200``, as RFC 9110 allows; so is
+with ``Content-Range``; a range starting at or beyond the end, a backwards range
+(``bytes=5-4``), a zero-length suffix (``bytes=-0``) and any range of an empty blob are
+unsatisfiable: ``416`` with ``Content-Range: bytes */<size>`` (as Distribution answers).
+Everything else (several ranges, other units, malformed ranges) is ignored and the whole blob
+is sent with ``200``, as RFC 9110 allows; so is
 a range whose ``If-Range`` does not match the ETag, and any range on a HEAD request.
 ``If-None-Match`` naming the ETag (``"<digest>"``) gives ``304``.
 """
@@ -72,7 +73,7 @@ def parse_range(value: str, size: int) -> tuple[int, int] | Unsatisfiable | None
             return UNSATISFIABLE
         return max(0, size - end), size
     if end is not None and end < start:
-        return None
+        return UNSATISFIABLE  # as Distribution (Go's ServeContent) answers a backwards range
     if start >= size:
         return UNSATISFIABLE
     return start, size if end is None else min(end + 1, size)

@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from ocimirror.backends.metadata import UploadRecord
 from ocimirror.core.digest import Digest
-from ocimirror.errors import InvalidDigest, InvalidUpload, RangeNotSatisfiable
+from ocimirror.errors import ChunkOutOfOrder, InvalidDigest, InvalidUpload
 from ocimirror.push import Push
 from ocimirror.server.errors import exception_response
 
@@ -118,46 +118,59 @@ async def start_upload(push: Push, request: Request, name: str, *, may_mount: bo
     return Response(b"", status_code=202, headers=_upload_headers(request, name, record))
 
 
+def _chunk(request: Request) -> tuple[int | None, int | None]:
+    """Where a chunk starts (its ``Content-Range``, if any) and how long it is."""
+    length = _length(request)
+    header = request.headers.get("content-range")
+    if header is None:
+        return None, length
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None:
+        raise InvalidUpload(f"Content-Range {header[:60]!r} is not <start>-<end>")
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise InvalidUpload(f"Content-Range {header[:60]!r} ends before it starts")
+    if length is not None and length != end - start + 1:
+        raise InvalidUpload(
+            f"Content-Range {header[:60]!r} announces {end - start + 1} bytes, "
+            f"Content-Length {length}"
+        )
+    return start, end - start + 1
+
+
+def _out_of_order(request: Request, name: str, upload_id: str, exc: ChunkOutOfOrder) -> Response:
+    """``416`` saying what was received, so the client can resend from there."""
+    received = exc.detail.get("received") if isinstance(exc.detail, dict) else None
+    if not isinstance(received, int):
+        raise exc
+    return exception_response(
+        exc,
+        headers={
+            "location": f"{_root(request)}/v2/{name}/blobs/uploads/{quote(upload_id)}",
+            "docker-upload-uuid": upload_id,
+            "range": f"0-{received - 1 if received else 0}",
+        },
+    )
+
+
 async def patch_upload(push: Push, request: Request, name: str, upload_id: str) -> Response:
     """``PATCH``: one chunk, at the offset its ``Content-Range`` names, or streamed."""
-    length = _length(request)
-    start: int | None = None
-    header = request.headers.get("content-range")
-    if header is not None:
-        match = _CONTENT_RANGE.fullmatch(header.strip())
-        if match is None:
-            raise InvalidUpload(f"Content-Range {header[:60]!r} is not <start>-<end>")
-        start, end = int(match.group(1)), int(match.group(2))
-        if end < start:
-            raise RangeNotSatisfiable(f"Content-Range {header[:60]!r} ends before it starts")
-        if length is not None and length != end - start + 1:
-            raise InvalidUpload(
-                f"Content-Range {header[:60]!r} announces {end - start + 1} bytes, "
-                f"Content-Length {length}"
-            )
-        length = end - start + 1
+    start, length = _chunk(request)
     try:
         record = await push.append(name, upload_id, _body(request), start=start, length=length)
-    except RangeNotSatisfiable as exc:
-        # Say what was received, so the client can resend from there.
-        received = exc.detail.get("received") if isinstance(exc.detail, dict) else None
-        if not isinstance(received, int):
-            raise
-        return exception_response(
-            exc,
-            headers={
-                "location": f"{_root(request)}/v2/{name}/blobs/uploads/{quote(upload_id)}",
-                "docker-upload-uuid": upload_id,
-                "range": f"0-{received - 1 if received else 0}",
-            },
-        )
+    except ChunkOutOfOrder as exc:
+        return _out_of_order(request, name, upload_id, exc)
     return Response(b"", status_code=202, headers=_upload_headers(request, name, record))
 
 
 async def finish_upload(push: Push, request: Request, name: str, upload_id: str) -> Response:
     """``PUT ?digest=``: complete the upload, with the body as its last chunk."""
     digest = _digest(query(request))
-    await push.finish(name, upload_id, digest, _body(request), length=_length(request))
+    start, length = _chunk(request)
+    try:
+        await push.finish(name, upload_id, digest, _body(request), start=start, length=length)
+    except ChunkOutOfOrder as exc:
+        return _out_of_order(request, name, upload_id, exc)
     return _created(request, name, digest)
 
 

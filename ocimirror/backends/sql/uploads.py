@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from ocimirror.backends.metadata import UploadRecord
 from ocimirror.backends.sql.engine import SQLEngine
 from ocimirror.backends.sql.schema import _now
-from ocimirror.errors import RangeNotSatisfiable, UploadNotFound
+from ocimirror.errors import ChunkOutOfOrder, UploadNotFound
 
 
 class UploadMixin(SQLEngine):
@@ -61,7 +61,7 @@ class UploadMixin(SQLEngine):
             if row is None:
                 raise UploadNotFound(f"no blob upload {upload_id[:80]!r} is in progress")
             if row.size != offset:
-                raise RangeNotSatisfiable(
+                raise ChunkOutOfOrder(
                     f"the chunk starts at byte {offset}, but the upload has {row.size} bytes; "
                     f"send the chunk that starts at {row.size}",
                     detail={"received": row.size},
