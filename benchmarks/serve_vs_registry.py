@@ -148,6 +148,7 @@ def serve_ocimirror(home: Path, workers: int, log_path: Path) -> Iterator[tuple[
     command = [
         sys.executable, "-m", "ocimirror", "--home", str(home), "serve",
         "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+        "--no-auth",  # docker-registry serves without auth too (auth_overhead.py measures it)
     ]  # fmt: skip
     setpriv = shutil.which("setpriv")
     if setpriv:  # if this benchmark is killed outright, granian's main process goes too
