@@ -184,14 +184,41 @@ class Ingest:
         return parse_manifest(record.data, record.media_type)
 
     async def put_manifest(
-        self, raw: bytes, media_type: str | None = None, *, expected: Digest | None = None
+        self,
+        raw: bytes,
+        media_type: str | None = None,
+        *,
+        expected: Digest | None = None,
+        check_storage: bool = True,
     ) -> Manifest:
         """Parse, verify and record one manifest; every blob and child it names must be stored.
 
         Non-distributable (foreign) layers need not be stored. An unknown blob raises
         ManifestBlobUnknown, an unknown child ManifestChildUnknown; nothing is recorded then.
+        With ``check_storage`` (the default) each blob's bytes are also checked in the blob
+        store (a foreign layer that is stored is kept); without it the records decide, as
+        for a push whose blobs were verified as they were uploaded.
         """
         manifest = parse_manifest(raw, media_type, expected=expected)
+        stored = await self._stored_blobs(manifest) if check_storage else None
+        batch = ContentBatch()
+        batch.add_manifest(
+            *manifest_entry(
+                manifest, keeps=None if stored is None else (lambda b: str(b.digest) in stored)
+            )
+        )
+        rejected = await self.metadata.record_content(batch)
+        if (refusal := rejected.get(str(manifest.digest))) is not None:
+            error = ManifestChildUnknown if refusal.kind == "manifest" else ManifestBlobUnknown
+            raise error(
+                f"manifest {manifest.digest} lists unknown {refusal.missing}",
+                detail={"digest": refusal.missing},
+            )
+        return manifest
+
+    async def _stored_blobs(self, manifest: Manifest) -> set[str]:
+        """The manifest's blobs that are recorded and in storage; ManifestBlobUnknown for a
+        distributable one that is not."""
         stored: set[str] = set()
         for blob in manifest.blobs():
             if await self.has_blob(blob.digest):
@@ -201,16 +228,7 @@ class Ingest:
                     f"manifest {manifest.digest} references unknown {blob.digest}",
                     detail={"digest": str(blob.digest)},
                 )
-        batch = ContentBatch()
-        batch.add_manifest(*manifest_entry(manifest, keeps=lambda b: str(b.digest) in stored))
-        rejected = await self.metadata.record_content(batch)
-        if (refusal := rejected.get(str(manifest.digest))) is not None:
-            error = ManifestChildUnknown if refusal.kind == "manifest" else ManifestBlobUnknown
-            raise error(
-                f"manifest {manifest.digest} lists unknown {refusal.missing}",
-                detail={"digest": refusal.missing},
-            )
-        return manifest
+        return stored
 
     # -- publishing --------------------------------------------------------------------------
 

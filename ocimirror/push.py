@@ -31,16 +31,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 from ocimirror.backends.blobs import BlobStore
 from ocimirror.backends.metadata import (
     Coalesce,
-    ContentBatch,
     DistributionStore,
     UploadRecord,
     UploadStore,
+    VersionBuilder,
     VersionRecord,
 )
 from ocimirror.core.digest import Digest
@@ -72,6 +73,10 @@ log = logging.getLogger("ocimirror.push")
 UPLOAD_ID_BYTES = 24
 
 
+#: Base paths a :class:`Push` remembers at most (forgotten all at once beyond that).
+_MAX_TARGETS = 10_000
+
+
 def new_upload_id() -> str:
     """A fresh, unguessable upload ID (192 random bits)."""
     return secrets.token_urlsafe(UPLOAD_ID_BYTES)
@@ -88,21 +93,43 @@ class Push:
         metadata: The metadata store.
         blobs: The blob store.
         coalesce: How a burst of pushes folds into one version.
+        target_ttl: Seconds a base path's repository is remembered by this process (a push
+            is many requests to one path). Whether that repository may be pushed to is
+            checked again in every version's own transaction, so a repository that starts
+            mirroring a remote is refused at once whatever was remembered.
     """
 
     def __init__(
-        self, metadata: PushStore, blobs: BlobStore, *, coalesce: Coalesce | None = None
+        self,
+        metadata: PushStore,
+        blobs: BlobStore,
+        *,
+        coalesce: Coalesce | None = None,
+        target_ttl: float = 1.0,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
         self.coalesce = coalesce or Coalesce()
+        self.target_ttl = target_ttl
         self._ingest = Ingest(metadata, blobs)
+        self._targets: dict[str, tuple[float, str]] = {}
 
     # -- where a push goes ---------------------------------------------------------------------
 
     async def target(self, name: str, *, create: bool = True) -> str:
         """The repository a push to base path ``name`` changes, made (with its distribution)
         when ``create`` and the path is new; Denied when the distribution is read-only."""
+        remembered = self._targets.get(name)
+        now = time.monotonic()
+        if remembered is not None and now < remembered[0]:
+            return remembered[1]
+        repository = await self._target(name, create=create)
+        if len(self._targets) > _MAX_TARGETS:
+            self._targets.clear()
+        self._targets[name] = (now + self.target_ttl, repository)
+        return repository
+
+    async def _target(self, name: str, *, create: bool) -> str:
         meta = self.metadata
         try:
             dist = await meta.get_distribution(base_path=name)
@@ -119,12 +146,7 @@ class Push:
             )
         repo = await meta.get_repository(dist.repository)
         if repo.remote is not None or repo.mirror:
-            source = f"remote {repo.remote!r}" if repo.remote else "a remote"
-            raise Denied(
-                f"{name!r} is read-only: its repository {repo.name!r} mirrors {source}; "
-                "it is not possible to push content to a repository that mirrors a remote",
-                detail={"name": name, "repository": repo.name},
-            )
+            raise _read_only(name, repo.name, repo.remote)
         return repo.name
 
     async def _create_target(self, name: str) -> str:
@@ -135,12 +157,10 @@ class Push:
         except AlreadyExists:
             repo = await meta.get_repository(name)
             if repo.remote is not None or repo.mirror:
-                raise Denied(
-                    f"{name!r} is read-only: repository {name!r} mirrors a remote"
-                ) from None
+                raise _read_only(name, repo.name, repo.remote) from None
         with contextlib.suppress(AlreadyExists):  # another request made it a moment ago
             await meta.create_distribution(name, name, repository=name, private=True)
-        return await self.target(name, create=False)
+        return await self._target(name, create=False)
 
     # -- uploads -------------------------------------------------------------------------------
 
@@ -168,6 +188,16 @@ class Push:
         """Stream one chunk into the upload: at byte ``start`` when given (which must be the
         bytes received so far: ChunkOutOfOrder otherwise), of ``length`` bytes when given."""
         record = await self.upload(name, upload_id)
+        return await self._append(record, data, start=start, length=length)
+
+    async def _append(
+        self,
+        record: UploadRecord,
+        data: AsyncIterable[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> UploadRecord:
         if start is not None and start != record.size:
             raise ChunkOutOfOrder(
                 f"the chunk starts at byte {start}, but the upload has {record.size} bytes",
@@ -182,7 +212,7 @@ class Push:
             digest = await writer.commit()
         try:
             return await self.metadata.append_upload(
-                upload_id, offset=record.size, digest=str(digest), size=writer.size
+                record.id, offset=record.size, digest=str(digest), size=writer.size
             )
         except (ChunkOutOfOrder, UploadNotFound):
             await self._discard([str(digest)])
@@ -211,7 +241,7 @@ class Push:
         repository = await self.target(name)
         record = await self.upload(name, upload_id)
         if data is not None:
-            record = await self.append(name, upload_id, data, start=start, length=length)
+            record = await self._append(record, data, start=start, length=length)
         parts = [d for d, _ in record.parts]
         try:
             if parts == [str(digest)]:
@@ -227,12 +257,9 @@ class Push:
                 f"the uploaded bytes do not match {digest}: {exc.message}; nothing was stored",
                 detail={"digest": str(digest)},
             ) from None
-        batch = ContentBatch()
-        batch.add_blob(str(digest), size)
-        await self.metadata.record_content(batch)
-        await self.metadata.delete_upload(upload_id)
+        await self.metadata.complete_upload(upload_id, digest=str(digest), size=size)
         await self._discard([p for p in parts if p != str(digest)])
-        await self._add_blob(repository, digest)
+        await self._add_blob(name, repository, digest)
         return digest
 
     async def _concatenated(self, parts: list[str]) -> AsyncIterator[bytes]:
@@ -271,11 +298,21 @@ class Push:
             return False
         if not await self._ingest.has_blob(digest):
             return False
-        await self._add_blob(repository, digest)
+        await self._add_blob(name, repository, digest)
         return True
 
-    async def _add_blob(self, repository: str, digest: Digest) -> VersionRecord:
+    @contextlib.asynccontextmanager
+    async def _version(self, name: str, repository: str) -> AsyncIterator[VersionBuilder]:
+        """The next (coalesced) version of ``repository``, refused when, as of its own locked
+        transaction, the repository mirrors a remote."""
         async with self.metadata.new_version(repository, coalesce=self.coalesce) as builder:
+            if builder.mirrors:
+                self._targets.pop(name, None)
+                raise _read_only(name, repository, None)
+            yield builder
+
+    async def _add_blob(self, name: str, repository: str, digest: Digest) -> VersionRecord:
+        async with self._version(name, repository) as builder:
             await builder.add("container.blob", str(digest))
         assert builder.result is not None
         return builder.result
@@ -299,11 +336,13 @@ class Push:
         else:
             tag = validate_tag(reference)
         manifest = parse_manifest(raw, media_type, expected=expected)
-        await self._ingest.put_manifest(raw, manifest.media_type, expected=manifest.digest)
+        await self._ingest.put_manifest(
+            raw, manifest.media_type, expected=manifest.digest, check_storage=False
+        )
         # What the manifest names must be in this repository, not only somewhere in the
         # registry: checked in the version's own locked transaction, so a concurrent push
         # (whose version may squash the one read a moment ago) cannot make it look absent.
-        async with self.metadata.new_version(repository, coalesce=self.coalesce) as builder:
+        async with self._version(name, repository) as builder:
             for blob in manifest.blobs():
                 if MediaType.is_distributable(blob.media_type) and not await builder.present(
                     "container.blob", str(blob.digest)
@@ -330,7 +369,7 @@ class Push:
         an index in the repository lists it."""
         repository = await self.target(name, create=False)
         key = str(digest)
-        async with self.metadata.new_version(repository, coalesce=self.coalesce) as builder:
+        async with self._version(name, repository) as builder:
             if not await builder.present("container.manifest", key):
                 raise ManifestNotFound(f"manifest {key} is not in {name!r}", detail={"digest": key})
             parents = await builder.present_parents(key)
@@ -347,7 +386,7 @@ class Push:
     async def delete_tag(self, name: str, tag: str) -> None:
         """Remove a tag (its manifest stays, by digest)."""
         repository = await self.target(name, create=False)
-        async with self.metadata.new_version(repository, coalesce=self.coalesce) as builder:
+        async with self._version(name, repository) as builder:
             if not await builder.remove("container.tag", tag):
                 raise TagNotFound(f"tag {tag!r} is not in {name!r}", detail={"tag": tag})
 
@@ -355,7 +394,7 @@ class Push:
         """Remove a blob from the repository; Conflict when a manifest in it uses the blob."""
         repository = await self.target(name, create=False)
         key = str(digest)
-        async with self.metadata.new_version(repository, coalesce=self.coalesce) as builder:
+        async with self._version(name, repository) as builder:
             if not await builder.present("container.blob", key):
                 raise BlobNotFound(f"blob {key} is not in {name!r}", detail={"digest": key})
             if await builder.present_parents(key):
@@ -364,3 +403,12 @@ class Push:
                     detail={"digest": key},
                 )
             await builder.remove("container.blob", key)
+
+
+def _read_only(name: str, repository: str, remote: str | None) -> Denied:
+    source = f"remote {remote!r}" if remote else "a remote"
+    return Denied(
+        f"{name!r} is read-only: its repository {repository!r} mirrors {source}; "
+        "it is not possible to push content to a repository that mirrors a remote",
+        detail={"name": name, "repository": repository},
+    )

@@ -17,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import hmac
 import logging
 import os
 import re
+import secrets
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar, get_args
@@ -148,10 +152,25 @@ class Users:
     re-hashed with the current ones at the next login.
     """
 
-    def __init__(self, store: UserStore, *, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        store: UserStore,
+        *,
+        hasher: PasswordHasher | None = None,
+        remember: float = 300.0,
+        remember_max: int = 1024,
+    ) -> None:
         self._store = store
         self._hasher = hasher
         self._dummy: str | None = None
+        # Logins verified a moment ago, so a client asking /token again and again (skopeo
+        # asks about twice per image) does not pay argon2 (~0.1 s of CPU, 64 MiB) each time.
+        # Keyed by the stored hash, so a changed password forgets them; the password itself
+        # is kept only as an HMAC under a key that lives in this process's memory.
+        self._remember = remember
+        self._remember_max = remember_max
+        self._remembered: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self._secret = secrets.token_bytes(32)
 
     def __repr__(self) -> str:
         return f"<Users of {self._store!r}>"
@@ -214,6 +233,8 @@ class Users:
         stored = await self._store.get_password_hash(username) if known else None
         valid = isinstance(password, str) and 1 <= len(password) <= _MAX_PASSWORD
         candidate = password if valid else "-"
+        if stored is not None and valid and self._recalls(username, stored, password):
+            return await self._user(username)
         ok = await _hashing(self._verify, stored or await self._dummy_hash(), candidate)
         if stored is None:
             log.info("login as an unknown user refused")
@@ -221,6 +242,7 @@ class Users:
         if not (ok and valid):
             log.info("wrong password for user %r", username)
             return None
+        self._memorize(username, stored, password)
         try:
             if self.hasher.check_needs_rehash(stored):
                 rehashed = await _hashing(self.hasher.hash, password)
@@ -228,6 +250,35 @@ class Users:
             return await self._store.get_user(username)
         except UserNotFound:  # deleted while logging in
             return None
+
+    async def _user(self, username: str) -> UserRecord | None:
+        try:
+            return await self._store.get_user(username)
+        except UserNotFound:  # deleted while logging in
+            return None
+
+    def _mac(self, password: str) -> bytes:
+        return hmac.digest(self._secret, password.encode(), "sha256")
+
+    def _recalls(self, username: str, stored: str, password: str) -> bool:
+        """Whether this login was verified less than ``remember`` seconds ago."""
+        entry = self._remembered.get((username, stored))
+        if entry is None:
+            return False
+        until, mac = entry
+        if time.monotonic() >= until:
+            del self._remembered[(username, stored)]
+            return False
+        return hmac.compare_digest(mac, self._mac(password))
+
+    def _memorize(self, username: str, stored: str, password: str) -> None:
+        if self._remember <= 0:
+            return
+        key = (username, stored)
+        self._remembered[key] = (time.monotonic() + self._remember, self._mac(password))
+        self._remembered.move_to_end(key)
+        while len(self._remembered) > self._remember_max:
+            self._remembered.popitem(last=False)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         from argon2.exceptions import InvalidHashError, VerificationError

@@ -429,3 +429,19 @@ async def test_concurrent_pushes_to_one_repository_all_land(world: World) -> Non
     assert await (await registry.repository("team/app")).tags() == {
         t: digest_of(m) for t, m in zip(tags, manifests, strict=True)
     }
+
+
+async def test_a_repository_that_starts_mirroring_is_refused_at_once(world: World) -> None:
+    """The server remembers a base path's repository for a moment, but every version's own
+    transaction checks again: the push after a sync marked it a mirror is refused."""
+    registry, client = world
+    api = client()
+    await push_blob(api, "team/app", b"config")
+    async with registry.metadata.new_version("team/app") as builder:
+        await builder.set_mirror(True)
+    response = await api.post(
+        "/v2/team/app/blobs/uploads/", params={"digest": digest_of(b"layer")}, content=b"layer"
+    )
+    assert response.status_code == 403
+    assert "read-only" in response.json()["errors"][0]["message"]
+    assert not await (await registry.repository("team/app")).has_blob(digest_of(b"layer"))

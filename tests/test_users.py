@@ -150,6 +150,46 @@ async def test_an_unknown_user_costs_a_verification_too(registry: AsyncRegistry)
     assert calls == ["verify"] * 3
 
 
+async def test_a_login_verified_a_moment_ago_is_not_hashed_again(registry: AsyncRegistry) -> None:
+    """``/token`` is asked again and again by one client: argon2 runs once per password per
+    process and window; a wrong password, a changed password or a deleted user still fail."""
+    calls: list[str] = []
+
+    class Counting(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+            calls.append("verify")
+            return super().verify(hash, password)
+
+    service = Users(registry.metadata, hasher=Counting.from_parameters(profiles.CHEAPEST))
+    await service.create("alice", password=SECRET)
+    for _ in range(5):
+        assert await service.authenticate("alice", SECRET) is not None
+    assert calls == ["verify"]
+    assert await service.authenticate("alice", "wrong") is None
+    assert calls == ["verify"] * 2
+    await service.update("alice", password="new password")
+    assert await service.authenticate("alice", SECRET) is None
+    assert await service.authenticate("alice", "new password") is not None
+    await service.delete("alice")
+    assert await service.authenticate("alice", "new password") is None
+
+
+async def test_a_remembered_login_expires(registry: AsyncRegistry) -> None:
+    calls: list[str] = []
+
+    class Counting(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+            calls.append("verify")
+            return super().verify(hash, password)
+
+    hasher = Counting.from_parameters(profiles.CHEAPEST)
+    service = Users(registry.metadata, hasher=hasher, remember=0.0)
+    await service.create("alice", password=SECRET)
+    assert await service.authenticate("alice", SECRET) is not None
+    assert await service.authenticate("alice", SECRET) is not None
+    assert calls == ["verify", "verify"]
+
+
 async def test_a_hash_with_old_parameters_is_rehashed_at_login(registry: AsyncRegistry) -> None:
     """A hash made with other argon2 parameters still verifies, and is replaced by one with the
     current parameters."""

@@ -574,6 +574,13 @@ class UploadStore(Protocol):
         """Forget the upload (finished or cancelled); the record it had, if any."""
         ...
 
+    async def complete_upload(
+        self, upload_id: str, *, digest: str, size: int, media_type: str | None = None
+    ) -> None:
+        """Record the upload's blob (its bytes verified in the blob store) and forget the
+        upload, in one transaction."""
+        ...
+
     async def expire_uploads(self, older_than: datetime) -> list[UploadRecord]:
         """Forget uploads untouched since ``older_than``; the records they had."""
         ...
@@ -718,4 +725,10 @@ class VersionBuilder(Protocol):
 
     async def set_mirror(self, mirror: bool = True) -> None:
         """Mark the repository as a mirror (synced from a remote), in this transaction."""
+        ...
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether the repository mirrors a remote (it has one, or a sync published into it),
+        as of this transaction: pushes may not change such a repository."""
         ...

@@ -41,6 +41,11 @@ class SQLVersionBuilder:
         #: Whether the repository row itself changed (the mirror flag).
         self.repository_changed = False
 
+    @property
+    def mirrors(self) -> bool:
+        """Whether the repository mirrors a remote (has one, or a sync published into it)."""
+        return self._repo.remote is not None or self._repo.mirror
+
     def __repr__(self) -> str:
         return f"<VersionBuilder {self.repository!r} version {self.number}>"
 

@@ -59,16 +59,6 @@ class ContentMixin(SQLEngine):
 
     # -- content -----------------------------------------------------------------------------
 
-    def _insert_ignore(self, table: sa.Table) -> Any:
-        """INSERT ... ON CONFLICT DO NOTHING on either engine."""
-        if self._writer.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(table).on_conflict_do_nothing()
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table).on_conflict_do_nothing()
-
     async def _touch(
         self, conn: AsyncConnection, table: sa.Table, keys: set[str], now: datetime
     ) -> None:

@@ -174,6 +174,16 @@ class SQLEngine:
 
     # -- lookups shared by every concern -----------------------------------------------------
 
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING on either engine."""
+        if self._writer.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+
     def _in_version(self, number: int) -> sa.ColumnElement[bool]:
         """Rows of ``repository_content`` that are in version ``number``."""
         rc = self._rc

@@ -97,6 +97,21 @@ class UploadMixin(SQLEngine):
             await conn.execute(uploads.delete().where(uploads.c.id == upload_id))
         return self._upload_record(row)
 
+    async def complete_upload(
+        self, upload_id: str, *, digest: str, size: int, media_type: str | None = None
+    ) -> None:
+        """Record the upload's blob and forget the upload, in one transaction."""
+        now = _now()
+        async with self._write() as conn:
+            await conn.execute(
+                self._insert_ignore(self._blobs),
+                [{"digest": digest, "size": size, "media_type": media_type, "touched": now}],
+            )
+            await conn.execute(
+                self._blobs.update().where(self._blobs.c.digest == digest).values(touched=now)
+            )
+            await conn.execute(self._uploads.delete().where(self._uploads.c.id == upload_id))
+
     async def expire_uploads(self, older_than: datetime) -> list[UploadRecord]:
         """Forget uploads untouched since ``older_than``; the records they had."""
         uploads = self._uploads
