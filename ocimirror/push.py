@@ -130,21 +130,19 @@ class Push:
         return repository
 
     async def _target(self, name: str, *, create: bool) -> str:
-        meta = self.metadata
         try:
-            dist = await meta.get_distribution(base_path=name)
+            dist, repo = await self.metadata.serving(name)
         except DistributionNotFound:
             if not create:
                 raise
             return await self._create_target(name)
-        if dist.repository is None:
+        if repo is None:
             raise Denied(f"{name!r} serves no repository, so nothing can be pushed to it")
         if dist.repository_version is not None:
             raise Denied(
                 f"{name!r} serves version {dist.repository_version} of {dist.repository!r}, "
                 "which is immutable; push to a distribution that follows its repository"
             )
-        repo = await meta.get_repository(dist.repository)
         if repo.remote is not None or repo.mirror:
             raise _read_only(name, repo.name, repo.remote)
         return repo.name

@@ -511,6 +511,11 @@ class DistributionStore(Protocol):
         """A distribution by name or base path; DistributionNotFound otherwise."""
         ...
 
+    async def serving(self, base_path: str) -> tuple[DistributionRecord, RepositoryRecord | None]:
+        """The distribution at ``base_path`` and the repository it serves (``None`` when it
+        serves none), read together; DistributionNotFound otherwise."""
+        ...
+
     async def list_distributions(self) -> list[DistributionRecord]:
         """Every distribution, by name."""
         ...

@@ -234,10 +234,9 @@ class Content:
         metadata = self.registry.metadata
         result: Served | _Missing
         try:
-            dist = await metadata.get_distribution(base_path=name)
-            if dist.repository is None:
+            dist, repo = await metadata.serving(name)
+            if repo is None:
                 raise DistributionNotFound(f"{name!r} serves no repository", detail={"name": name})
-            repo = await metadata.get_repository(dist.repository)
             pinned = dist.repository_version
             result = Served(
                 name=name,

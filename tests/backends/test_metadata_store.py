@@ -560,10 +560,15 @@ async def test_distributions_serve_a_repository_or_one_version(store: MetadataSt
     with pytest.raises(VersionNotFound):
         await store.create_distribution("e", "lib/e", repository="r", repository_version=5)
     assert (await store.get_distribution(base_path="lib/r")).name == "d"
+    dist, repo = await store.serving("lib/r")
+    assert (dist, repo) == (moving, await store.get_repository("r"))
     await store.update_distribution("d", private=True)
     assert [d.private for d in await store.list_distributions()] == [True]
     await store.delete_repository("r")
     assert (await store.get_distribution("d")).repository is None
+    assert (await store.serving("lib/r"))[1] is None
+    with pytest.raises(DistributionNotFound):
+        await store.serving("lib/nothing")
     await store.delete_distribution("d")
     with pytest.raises(DistributionNotFound):
         await store.get_distribution("d")

@@ -304,7 +304,7 @@ def test_concurrent_requests_for_a_name_share_one_resolution(world: Harness) -> 
         return await asyncio.gather(*(client.get(f"{APP}/manifests/v1") for _ in range(20)))
 
     assert all(r.status_code == 200 for r in world.run(pulls()))
-    assert metadata.calls["get_distribution"] == 1
+    assert metadata.calls["serving"] == 1
     world.run(client.aclose())
 
 

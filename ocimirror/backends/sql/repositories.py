@@ -395,10 +395,8 @@ class RepositoryMixin(SQLEngine):
                 present[ct] = n
             else:
                 present.pop(ct, None)
-        summary = {"added": added, "removed": removed, "present": _ordered(present)}
         now = _now()
         burst_started = None
-        squash = False
         if coalesce is not None:
             burst_started = now
             began = previous.burst_started
@@ -409,7 +407,11 @@ class RepositoryMixin(SQLEngine):
                 and (now - began).total_seconds() < coalesce.longest
                 and not await self._pinned(conn, repo.id, previous.number)
             ):
-                burst_started, squash = began, True
+                # The previous version was this burst's: fold it into this one (its changes
+                # become this version's), so a burst of pushes leaves one version.
+                burst_started = began
+                added, removed = await self._fold(conn, repo.id, previous.number, number)
+        summary = {"added": added, "removed": removed, "present": _ordered(present)}
         await conn.execute(
             self._versions.insert().values(
                 repository_id=repo.id,
@@ -426,18 +428,6 @@ class RepositoryMixin(SQLEngine):
             .where(self._repos.c.id == repo.id)
             .values(latest_version=number, next_version=number + 1)
         )
-        if squash:
-            # The previous version was this burst's: fold it into this one (its changes
-            # become this version's), so a burst of pushes leaves one version.
-            await self._delete_version_tx(conn, repo.id, previous.number)
-            summary = (
-                await conn.execute(
-                    sa.select(self._versions.c.summary).where(
-                        self._versions.c.repository_id == repo.id,
-                        self._versions.c.number == number,
-                    )
-                )
-            ).scalar_one()
         if repo.retain_repo_versions:
             await self._apply_retention(conn, repo.id, repo.retain_repo_versions)
         return VersionRecord(
@@ -447,6 +437,31 @@ class RepositoryMixin(SQLEngine):
             created=now,
             summary=summary,
         )
+
+    async def _fold(
+        self, conn: AsyncConnection, repo_id: int, previous: int, number: int
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Squash the latest version ``previous`` into ``number``, being built on it: what
+        only ``previous`` held goes, its additions and removals become ``number``'s (as
+        :meth:`delete_version` does, in fewer steps). The merged (added, removed) counts."""
+        rc, mine = self._rc, self._rc.c.repository_id == repo_id
+        await conn.execute(
+            rc.delete().where(mine, rc.c.version_added == previous, rc.c.version_removed == number)
+        )
+        await conn.execute(
+            rc.update().where(mine, rc.c.version_added == previous).values(version_added=number)
+        )
+        await conn.execute(
+            rc.update().where(mine, rc.c.version_removed == previous).values(version_removed=number)
+        )
+        await conn.execute(
+            self._versions.delete().where(
+                self._versions.c.repository_id == repo_id, self._versions.c.number == previous
+            )
+        )
+        added = await self._counts(conn, repo_id, rc.c.version_added, number)
+        removed = await self._counts(conn, repo_id, rc.c.version_removed, number)
+        return added, removed
 
     async def _pinned(self, conn: AsyncConnection, repo_id: int, number: int) -> bool:
         row = (
