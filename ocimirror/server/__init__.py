@@ -16,6 +16,7 @@ them into an app.
 * :mod:`~ocimirror.server.keys`: the token signing key;
 * :mod:`~ocimirror.server.content`: name -> served version, and the per-process caches;
 * :mod:`~ocimirror.server.accept`: ``Accept`` negotiation;
+* :mod:`~ocimirror.server.references`: a path's ``<reference>``, or the endpoint's error;
 * :mod:`~ocimirror.server.pagination`: ``n``, ``last`` and ``Link``;
 * :mod:`~ocimirror.server.errors`: OCI error bodies;
 * :mod:`~ocimirror.server.serve`: running the app with granian.

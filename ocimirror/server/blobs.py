@@ -33,11 +33,11 @@ from starlette.responses import FileResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ocimirror.backends.blobs import BlobLocalPath, BlobPresigner, BlobReader
-from ocimirror.core.digest import Digest
-from ocimirror.errors import BlobNotFound, InvalidDigest, RangeNotSatisfiable
+from ocimirror.errors import BlobNotFound, RangeNotSatisfiable
 from ocimirror.push import Push
 from ocimirror.server.content import Content, Served
 from ocimirror.server.errors import exception_response
+from ocimirror.server.references import digest_or
 
 __all__ = ["delete_blob", "get_blob", "parse_range"]
 
@@ -142,13 +142,7 @@ async def get_blob(
     content: Content, request: Request, name: str, reference: str, *, redirect: bool = False
 ) -> Response:
     """The blob ``reference`` in the version ``name`` serves (whole, a range, or a redirect)."""
-    try:
-        digest = Digest.parse(reference)
-    except InvalidDigest as exc:
-        raise BlobNotFound(
-            f"{reference[:140]!r} is not a valid digest, so names no blob: {exc.message}",
-            detail={"digest": reference[:140]},
-        ) from None
+    digest = digest_or(reference, BlobNotFound, "blob", field="digest")
     key = str(digest)
 
     async def holds(served: Served) -> bool | None:
@@ -237,12 +231,6 @@ async def get_blob(
 async def delete_blob(push: Push, request: Request, name: str, reference: str) -> Response:
     """``DELETE``: remove the blob from the repository (``202``); its bytes go with the next
     orphan cleanup, once no version holds them."""
-    try:
-        digest = Digest.parse(reference)
-    except InvalidDigest as exc:
-        raise BlobNotFound(
-            f"{reference[:140]!r} is not a valid digest, so names no blob: {exc.message}",
-            detail={"digest": reference[:140]},
-        ) from None
+    digest = digest_or(reference, BlobNotFound, "blob", field="digest")
     await push.delete_blob(name, digest)
     return Response(b"", status_code=202, headers={"content-length": "0"})

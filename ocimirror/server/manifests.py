@@ -15,11 +15,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import MAX_MANIFEST_SIZE
-from ocimirror.core.reference import validate_tag
 from ocimirror.errors import (
-    InvalidDigest,
     InvalidReference,
     ManifestNotFound,
     ManifestTooLarge,
@@ -28,6 +25,7 @@ from ocimirror.errors import (
 from ocimirror.push import Push
 from ocimirror.server.accept import acceptable
 from ocimirror.server.content import Content, Served
+from ocimirror.server.references import digest_or, tag_or
 
 __all__ = ["delete_manifest", "get_manifest", "put_manifest", "read_capped"]
 
@@ -45,13 +43,7 @@ class _Raw(Response):
 async def get_manifest(content: Content, request: Request, name: str, reference: str) -> Response:
     """The manifest ``reference`` names in the version ``name`` serves."""
     if ":" in reference:
-        try:
-            digest = str(Digest.parse(reference))
-        except InvalidDigest as exc:
-            raise ManifestNotFound(
-                f"{reference[:140]!r} is not a valid digest, so names no manifest: {exc.message}",
-                detail={"reference": reference[:140]},
-            ) from None
+        digest = str(digest_or(reference, ManifestNotFound, "manifest"))
 
         async def holds(served: Served) -> bool | None:
             return await content.has(served, "container.manifest", digest) or None
@@ -62,13 +54,7 @@ async def get_manifest(content: Content, request: Request, name: str, reference:
                 f"manifest {digest} is not in {name!r}", detail={"digest": digest}
             )
     else:
-        try:
-            validate_tag(reference)
-        except InvalidReference as exc:
-            raise TagNotFound(
-                f"{reference[:140]!r} is neither a tag nor a digest: {exc.message}",
-                detail={"reference": reference[:140]},
-            ) from None
+        tag_or(reference, TagNotFound)
 
         async def tagged(served: Served) -> str | None:
             return await content.tag(served, reference)
@@ -134,13 +120,7 @@ async def read_capped(request: Request, limit: int) -> bytes:
 async def put_manifest(push: Push, request: Request, name: str, reference: str) -> Response:
     """``PUT``: store the manifest byte for byte under a tag or its digest (``201``)."""
     if ":" not in reference:
-        try:
-            validate_tag(reference)
-        except InvalidReference as exc:
-            raise InvalidReference(
-                f"{reference[:140]!r} is neither a tag nor a digest: {exc.message}",
-                detail={"reference": reference[:140]},
-            ) from None
+        tag_or(reference, InvalidReference)
     raw = await read_capped(request, MAX_MANIFEST_SIZE)
     media_type = request.headers.get("content-type")
     manifest = await push.put_manifest(name, reference, raw, media_type)
@@ -158,21 +138,8 @@ async def put_manifest(push: Push, request: Request, name: str, reference: str) 
 async def delete_manifest(push: Push, request: Request, name: str, reference: str) -> Response:
     """``DELETE``: a manifest by digest (with its tags), or one tag (``202``)."""
     if ":" in reference:
-        try:
-            digest = Digest.parse(reference)
-        except InvalidDigest as exc:
-            raise ManifestNotFound(
-                f"{reference[:140]!r} is not a valid digest, so names no manifest: {exc.message}",
-                detail={"reference": reference[:140]},
-            ) from None
-        await push.delete_manifest(name, digest)
+        await push.delete_manifest(name, digest_or(reference, ManifestNotFound, "manifest"))
     else:
-        try:
-            validate_tag(reference)
-        except InvalidReference as exc:
-            raise TagNotFound(
-                f"{reference[:140]!r} is neither a tag nor a digest: {exc.message}",
-                detail={"reference": reference[:140]},
-            ) from None
+        tag_or(reference, TagNotFound)
         await push.delete_tag(name, reference)
     return Response(b"", status_code=202, headers={"content-length": "0"})

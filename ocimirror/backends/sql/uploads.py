@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ocimirror.backends.metadata import UploadRecord
 from ocimirror.backends.sql.engine import SQLEngine
@@ -25,6 +26,11 @@ class UploadMixin(SQLEngine):
             created=row.created,
             touched=row.touched,
         )
+
+    async def _locked_upload(self, conn: AsyncConnection, upload_id: str) -> sa.Row[Any] | None:
+        uploads = self._uploads
+        query = sa.select(uploads).where(uploads.c.id == upload_id).with_for_update()
+        return (await conn.execute(query)).first()
 
     async def create_upload(self, upload_id: str, name: str) -> UploadRecord:
         """Start an upload with no bytes."""
@@ -53,11 +59,7 @@ class UploadMixin(SQLEngine):
         """Add a part at ``offset`` (which must be the bytes received so far), atomically."""
         uploads = self._uploads
         async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(uploads).where(uploads.c.id == upload_id).with_for_update()
-                )
-            ).first()
+            row = await self._locked_upload(conn, upload_id)
             if row is None:
                 raise UploadNotFound(f"no blob upload {upload_id[:80]!r} is in progress")
             if row.size != offset:
@@ -87,11 +89,7 @@ class UploadMixin(SQLEngine):
         """Forget the upload; the record it had, if any."""
         uploads = self._uploads
         async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(uploads).where(uploads.c.id == upload_id).with_for_update()
-                )
-            ).first()
+            row = await self._locked_upload(conn, upload_id)
             if row is None:
                 return None
             await conn.execute(uploads.delete().where(uploads.c.id == upload_id))
