@@ -207,13 +207,17 @@ class SQLEngine:
     async def _get_repo(
         self, conn: AsyncConnection, name: str, *, lock: bool = False
     ) -> RepositoryRecord:
+        return self._repo_record(await self._repo_row(conn, name, lock=lock))
+
+    async def _repo_row(self, conn: AsyncConnection, name: str, *, lock: bool = False) -> Any:
+        """The repository's row (all its columns); locked for this transaction with ``lock``."""
         query = sa.select(self._repos).where(self._repos.c.name == name)
         if lock:
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
         if row is None:
             raise RepositoryNotFound(f"no repository named {name!r}")
-        return self._repo_record(row)
+        return row
 
     async def _require_version(
         self, conn: AsyncConnection, repo: RepositoryRecord, number: int
