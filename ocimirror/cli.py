@@ -545,6 +545,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve without authentication: anyone may pull and push (local development only)",
     )
+    p.add_argument(
+        "--token-key",
+        metavar="PEM",
+        help="the token signing key (EC P-256); default: token-key.pem in the home",
+    )
+    p.add_argument(
+        "--token-realm",
+        metavar="URL",
+        help="the token endpoint's URL as clients reach it (behind a proxy)",
+    )
     return parser
 
 
@@ -562,6 +572,8 @@ def _serve(args: argparse.Namespace) -> int:
         storage_url=args.storage_url,
         log_level=args.log_level,
         auth=not args.no_auth,
+        token_key=args.token_key,
+        token_realm=args.token_realm,
     )
     return 0
 

@@ -146,10 +146,17 @@ class TokenAuth:
     def from_environment(
         cls, environ: Mapping[str, str] | None = None, **options: Any
     ) -> TokenAuth:
-        """A TokenAuth whose key is the file ``OCIMIRROR_TOKEN_KEY`` names (if set)."""
+        """A TokenAuth configured by the environment (what ``ocimirror serve`` sets for its
+        workers): ``OCIMIRROR_TOKEN_KEY`` names the key file, ``OCIMIRROR_TOKEN_REALM`` the
+        token endpoint's public URL (behind a proxy), ``OCIMIRROR_TOKEN_SERVICE`` the service
+        name. Options given here win."""
         env = os.environ if environ is None else environ
         if env.get("OCIMIRROR_TOKEN_KEY") and "key" not in options:
             options["key"] = Path(env["OCIMIRROR_TOKEN_KEY"]).expanduser()
+        if env.get("OCIMIRROR_TOKEN_REALM") and "realm" not in options:
+            options["realm"] = env["OCIMIRROR_TOKEN_REALM"]
+        if env.get("OCIMIRROR_TOKEN_SERVICE") and "service" not in options:
+            options["service"] = env["OCIMIRROR_TOKEN_SERVICE"]
         return cls(**options)
 
     # -- setup ----------------------------------------------------------------------------------

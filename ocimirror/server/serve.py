@@ -42,6 +42,8 @@ def serve(
     storage_url: str | None = None,
     log_level: str = "info",
     auth: bool = True,
+    token_key: str | os.PathLike[str] | None = None,
+    token_realm: str | None = None,
 ) -> None:
     """Serve the registry API until interrupted (SIGINT or SIGTERM); HTTPS with a cert and key.
 
@@ -56,6 +58,11 @@ def serve(
         log_level: granian's and ocimirror's log level (``debug`` ... ``critical``).
         auth: Docker token authentication (users and grants from the registry). ``False``
             lets anyone pull and push, and says so on stderr.
+        token_key: The token signing key (a PEM file of an EC P-256 key); default
+            ``token-key.pem`` in the home, made on first start. Hosts serving one name share
+            one key.
+        token_realm: The token endpoint's URL as clients reach it (behind a proxy); default
+            this server's ``/token``, from each request.
     """
     from granian import Granian
     from granian.constants import Interfaces
@@ -67,7 +74,7 @@ def serve(
         raise InvalidError(f"workers must be >= 1, got {workers}")
     if log_level.lower() not in _LEVELS:
         raise InvalidError(f"log_level must be one of {', '.join(_LEVELS)}, got {log_level!r}")
-    for path in (certfile, keyfile):
+    for path in (certfile, keyfile, token_key):
         if path is not None and not Path(path).is_file():
             raise InvalidError(f"{os.fspath(path)!r} is not a file")
     level = log_level.lower()
@@ -76,6 +83,8 @@ def serve(
         "OCIMIRROR_DATABASE_URL": database_url,
         "OCIMIRROR_STORAGE_URL": storage_url,
         "OCIMIRROR_AUTH": "token" if auth else "none",
+        "OCIMIRROR_TOKEN_KEY": token_key,
+        "OCIMIRROR_TOKEN_REALM": token_realm,
     }
     if not auth:
         print(

@@ -265,6 +265,7 @@ def test_serve_speaks_https_with_a_certificate_and_key(https_url: str) -> None:
         ),
         pytest.param({"workers": 0}, id="zero workers are refused"),
         pytest.param({"log_level": "loud"}, id="an unknown log level is refused"),
+        pytest.param({"token_key": "missing.pem"}, id="a token key that is not a file is refused"),
     ],
 )
 def test_serve_refuses_bad_options_before_starting(
@@ -335,3 +336,25 @@ def test_a_large_blob_streams_through_a_push_in_constant_memory(home: Path) -> N
             head = client.head(f"/v2/pushed/large/blobs/{digest}")
             assert int(head.headers["content-length"]) == size
     assert after - before < 64 << 20, f"peak RSS grew by {(after - before) >> 20} MiB"
+
+
+def test_serve_signs_with_the_given_key_and_names_the_given_realm(home: Path) -> None:
+    """``--token-key`` and ``--token-realm`` (hosts behind a proxy, sharing one key)."""
+    import jwt
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = home.parent / "shared-key.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    realm = "https://registry.example/auth/token"
+    with running(home, home.parent / "token.log", token_key=str(pem), token_realm=realm) as url:
+        challenge = httpx.get(f"{url}/v2/", trust_env=False).headers["www-authenticate"]
+        token = httpx.get(f"{url}/token?service=ocimirror", trust_env=False).json()["token"]
+    assert f'realm="{realm}"' in challenge
+    claims = jwt.decode(token, key.public_key(), algorithms=["ES256"], audience="ocimirror")
+    assert claims["iss"] == "ocimirror"
