@@ -141,32 +141,15 @@ class RemoteMixin(SQLEngine):
 
     async def serving(self, base_path: str) -> tuple[DistributionRecord, RepositoryRecord | None]:
         """The distribution at ``base_path`` and the repository it serves, in one read."""
-        d, r = self._dists, self._repos
-        query = (
-            sa.select(
-                d.c.name.label("dist_name"),
-                d.c.base_path,
-                d.c.repository_version,
-                d.c.private,
-                d.c.description.label("dist_description"),
-                r,
-            )
-            .select_from(d.outerjoin(r, d.c.repository_id == r.c.id))
-            .where(d.c.base_path == base_path)
-        )
+        query = self._dist_query().where(self._dists.c.base_path == base_path)
         async with self._read() as conn:
             row = (await conn.execute(query)).first()
-        if row is None:
-            raise DistributionNotFound(f"no distribution {base_path!r}")
-        dist = DistributionRecord(
-            name=row.dist_name,
-            base_path=row.base_path,
-            repository=row.name,
-            repository_version=row.repository_version,
-            private=bool(row.private),
-            description=row.dist_description,
-        )
-        return dist, None if row.id is None else self._repo_record(row)
+            if row is None:
+                raise DistributionNotFound(f"no distribution {base_path!r}")
+            dist = self._dist_record(row)
+            if dist.repository is None:
+                return dist, None
+            return dist, await self._get_repo(conn, dist.repository)
 
     async def list_distributions(self) -> list[DistributionRecord]:
         """Every distribution, by name."""
