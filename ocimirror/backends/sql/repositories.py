@@ -403,7 +403,7 @@ class RepositoryMixin(SQLEngine):
                 and previous.number != 0
                 and (now - previous.created).total_seconds() < coalesce.quiet
                 and (now - began).total_seconds() < coalesce.longest
-                and not await self._pinned(conn, repo.id, previous.number)
+                and await self._pinned_by(conn, repo.id, previous.number) is None
             ):
                 # The previous version was this burst's: fold it into this one (its changes
                 # become this version's), so a burst of pushes leaves one version.
@@ -442,16 +442,8 @@ class RepositoryMixin(SQLEngine):
         """Squash the latest version ``previous`` into ``number``, being built on it: what
         only ``previous`` held goes, its additions and removals become ``number``'s (as
         :meth:`delete_version` does, in fewer steps). The merged (added, removed) counts."""
-        rc, mine = self._rc, self._rc.c.repository_id == repo_id
-        await conn.execute(
-            rc.delete().where(mine, rc.c.version_added == previous, rc.c.version_removed == number)
-        )
-        await conn.execute(
-            rc.update().where(mine, rc.c.version_added == previous).values(version_added=number)
-        )
-        await conn.execute(
-            rc.update().where(mine, rc.c.version_removed == previous).values(version_removed=number)
-        )
+        rc = self._rc
+        await self._squash_rows(conn, repo_id, previous, number)
         await conn.execute(
             self._versions.delete().where(
                 self._versions.c.repository_id == repo_id, self._versions.c.number == previous
@@ -461,16 +453,34 @@ class RepositoryMixin(SQLEngine):
         removed = await self._counts(conn, repo_id, rc.c.version_removed, number)
         return added, removed
 
-    async def _pinned(self, conn: AsyncConnection, repo_id: int, number: int) -> bool:
-        row = (
+    async def _squash_rows(
+        self, conn: AsyncConnection, repo_id: int, number: int, later: int
+    ) -> None:
+        """Membership of version ``number`` folded into ``later``: what only ``number`` held
+        goes; its additions and removals become ``later``'s."""
+        rc, mine = self._rc, self._rc.c.repository_id == repo_id
+        await conn.execute(
+            rc.delete().where(mine, rc.c.version_added == number, rc.c.version_removed == later)
+        )
+        await conn.execute(
+            rc.update().where(mine, rc.c.version_added == number).values(version_added=later)
+        )
+        await conn.execute(
+            rc.update().where(mine, rc.c.version_removed == number).values(version_removed=later)
+        )
+
+    async def _pinned_by(self, conn: AsyncConnection, repo_id: int, number: int) -> str | None:
+        """The name of a distribution pinned to that version, if any."""
+        return (
             await conn.execute(
-                sa.select(self._dists.c.id).where(
+                sa.select(self._dists.c.name)
+                .where(
                     self._dists.c.repository_id == repo_id,
                     self._dists.c.repository_version == number,
                 )
+                .limit(1)
             )
-        ).first()
-        return row is not None
+        ).scalar()
 
     async def _apply_retention(self, conn: AsyncConnection, repo_id: int, retain: int) -> None:
         numbers = (
@@ -507,18 +517,11 @@ class RepositoryMixin(SQLEngine):
         async with self._write() as conn:
             repo = await self._get_repo(conn, repository, lock=True)
             await self._require_version(conn, repo, number)
-            pinned = (
-                await conn.execute(
-                    sa.select(self._dists.c.name).where(
-                        self._dists.c.repository_id == repo.id,
-                        self._dists.c.repository_version == number,
-                    )
-                )
-            ).first()
+            pinned = await self._pinned_by(conn, repo.id, number)
             if pinned is not None:
                 raise Conflict(
                     f"version {number} of {repository!r} is served by distribution "
-                    f"{pinned.name!r}; point the distribution elsewhere first"
+                    f"{pinned!r}; point the distribution elsewhere first"
                 )
             count = (
                 await conn.execute(
@@ -558,19 +561,8 @@ class RepositoryMixin(SQLEngine):
                 .values(latest_version=previous)
             )
         else:
-            # Squash into the next version: what only this version held goes; its additions
-            # and removals become the next version's.
-            await conn.execute(
-                rc.delete().where(mine, rc.c.version_added == number, rc.c.version_removed == later)
-            )
-            await conn.execute(
-                rc.update().where(mine, rc.c.version_added == number).values(version_added=later)
-            )
-            await conn.execute(
-                rc.update()
-                .where(mine, rc.c.version_removed == number)
-                .values(version_removed=later)
-            )
+            # Squash into the next version.
+            await self._squash_rows(conn, repo_id, number, later)
             summary_row = (
                 await conn.execute(
                     sa.select(v.c.summary).where(v.c.repository_id == repo_id, v.c.number == later)
