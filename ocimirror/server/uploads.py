@@ -57,14 +57,17 @@ def blob_location(request: Request, name: str, digest: Digest) -> str:
     return f"{_root(request)}/v2/{name}/blobs/{digest}"
 
 
-def _upload_headers(request: Request, name: str, record: UploadRecord) -> dict[str, str]:
-    end = record.size - 1 if record.size else 0
+def _progress(request: Request, name: str, upload_id: str, size: int) -> dict[str, str]:
+    """Where an upload continues and the bytes it holds (``Range: 0-0`` when none)."""
     return {
-        "location": f"{_root(request)}/v2/{name}/blobs/uploads/{quote(record.id)}",
-        "docker-upload-uuid": record.id,
-        "range": f"0-{end}",
-        "content-length": "0",
+        "location": f"{_root(request)}/v2/{name}/blobs/uploads/{quote(upload_id)}",
+        "docker-upload-uuid": upload_id,
+        "range": f"0-{size - 1 if size else 0}",
     }
+
+
+def _upload_headers(request: Request, name: str, record: UploadRecord) -> dict[str, str]:
+    return {**_progress(request, name, record.id, record.size), "content-length": "0"}
 
 
 def _created(request: Request, name: str, digest: Digest) -> Response:
@@ -143,14 +146,7 @@ def _out_of_order(request: Request, name: str, upload_id: str, exc: ChunkOutOfOr
     received = exc.detail.get("received") if isinstance(exc.detail, dict) else None
     if not isinstance(received, int):
         raise exc
-    return exception_response(
-        exc,
-        headers={
-            "location": f"{_root(request)}/v2/{name}/blobs/uploads/{quote(upload_id)}",
-            "docker-upload-uuid": upload_id,
-            "range": f"0-{received - 1 if received else 0}",
-        },
-    )
+    return exception_response(exc, headers=_progress(request, name, upload_id, received))
 
 
 async def patch_upload(push: Push, request: Request, name: str, upload_id: str) -> Response:
