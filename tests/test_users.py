@@ -29,6 +29,18 @@ SECRET = "correct horse battery staple"
 CHEAP = PasswordHasher.from_parameters(profiles.CHEAPEST)
 
 
+class CountingHasher(PasswordHasher):
+    """A password hasher that notes each verification in ``calls``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        self.calls.append("verify")
+        return super().verify(hash, password)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -135,14 +147,9 @@ async def test_authenticate_returns_the_user_only_for_their_password(
 async def test_an_unknown_user_costs_a_verification_too(registry: AsyncRegistry) -> None:
     """Timing does not tell which usernames exist: unknown names are verified against a dummy
     hash, as known ones against theirs."""
-    calls: list[str] = []
-
-    class Counting(PasswordHasher):
-        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
-            calls.append("verify")
-            return super().verify(hash, password)
-
-    service = Users(registry.metadata, hasher=Counting.from_parameters(profiles.CHEAPEST))
+    hasher = CountingHasher.from_parameters(profiles.CHEAPEST)
+    calls = hasher.calls
+    service = Users(registry.metadata, hasher=hasher)
     await service.create("alice", password=SECRET)
     assert await service.authenticate("nobody", SECRET) is None
     assert await service.authenticate("alice", "wrong") is None
@@ -153,14 +160,9 @@ async def test_an_unknown_user_costs_a_verification_too(registry: AsyncRegistry)
 async def test_a_login_verified_a_moment_ago_is_not_hashed_again(registry: AsyncRegistry) -> None:
     """``/token`` is asked again and again by one client: argon2 runs once per password per
     process and window; a wrong password, a changed password or a deleted user still fail."""
-    calls: list[str] = []
-
-    class Counting(PasswordHasher):
-        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
-            calls.append("verify")
-            return super().verify(hash, password)
-
-    service = Users(registry.metadata, hasher=Counting.from_parameters(profiles.CHEAPEST))
+    hasher = CountingHasher.from_parameters(profiles.CHEAPEST)
+    calls = hasher.calls
+    service = Users(registry.metadata, hasher=hasher)
     await service.create("alice", password=SECRET)
     for _ in range(5):
         assert await service.authenticate("alice", SECRET) is not None
@@ -175,14 +177,8 @@ async def test_a_login_verified_a_moment_ago_is_not_hashed_again(registry: Async
 
 
 async def test_a_remembered_login_expires(registry: AsyncRegistry) -> None:
-    calls: list[str] = []
-
-    class Counting(PasswordHasher):
-        def verify(self, hash: str | bytes, password: str | bytes) -> bool:
-            calls.append("verify")
-            return super().verify(hash, password)
-
-    hasher = Counting.from_parameters(profiles.CHEAPEST)
+    hasher = CountingHasher.from_parameters(profiles.CHEAPEST)
+    calls = hasher.calls
     service = Users(registry.metadata, hasher=hasher, remember=0.0)
     await service.create("alice", password=SECRET)
     assert await service.authenticate("alice", SECRET) is not None
