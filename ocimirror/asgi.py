@@ -34,10 +34,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from ocimirror.registry import AsyncRegistry
 from ocimirror.server.access import Authenticator, OpenAccess
+from ocimirror.server.bodies import CloseUnreadBodies
 from ocimirror.server.content import Content
 from ocimirror.server.errors import http_exception_response
 from ocimirror.server.routing import RegistryAPI
@@ -111,6 +113,7 @@ def create_app(
             *authenticator.routes(),
         ],
         exception_handlers={HTTPException: http_exception_response},
+        middleware=[Middleware(CloseUnreadBodies)],
         lifespan=lifespan,
     )
     app.state.content = content

@@ -19,6 +19,7 @@ them into an app.
 * :mod:`~ocimirror.server.references`: a path's ``<reference>``, or the endpoint's error;
 * :mod:`~ocimirror.server.pagination`: ``n``, ``last`` and ``Link``;
 * :mod:`~ocimirror.server.errors`: OCI error bodies;
+* :mod:`~ocimirror.server.bodies`: ``Connection: close`` on answers that left a body unread;
 * :mod:`~ocimirror.server.serve`: running the app with granian.
 """
 

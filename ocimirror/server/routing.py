@@ -132,16 +132,11 @@ class RegistryAPI:
         """Answer one request; every error becomes an OCI error response."""
         head = request.method == "HEAD"
         try:
-            response = await self._dispatch(request, route_path(request))
+            return await self._dispatch(request, route_path(request))
         except OcimirrorError as exc:
-            response = exception_response(exc, head=head)
+            return exception_response(exc, head=head)
         except Exception as exc:
-            response = unexpected_response(exc, request)
-        if _body_unread(request):
-            # Answered before the body was read (a 401 to an upload, say): the connection
-            # cannot carry another request, and the client must know it will be closed.
-            response.headers["connection"] = "close"
-        return response
+            return unexpected_response(exc, request)
 
     async def _allow_pull(self, request: Request, identity: Identity, name: str) -> None:
         """Pull needs ``pull`` on the name, unless the name is a public distribution."""
@@ -238,17 +233,6 @@ class RegistryAPI:
             UnknownEndpoint(f"no registry API endpoint at {path[:200]!r}"),
             head=method == "HEAD",
         )
-
-
-def _body_unread(request: Request) -> bool:
-    """Whether the request came with a body this app has not read to its end."""
-    if getattr(request, "_stream_consumed", False):
-        return False
-    headers = request.headers
-    length = headers.get("content-length")
-    if length is not None:
-        return length.strip() != "0"
-    return "transfer-encoding" in headers
 
 
 def _unsupported(request: Request, kind: str) -> Response:
