@@ -5,12 +5,14 @@ The plan of one sync:
 1. Take the repository's lease (a row in the database, so two processes never sync the same
    repository at once; a second sync fails clearly with RepositoryBusy).
 2. List the upstream tags and keep those the remote's include/exclude patterns select.
-3. Resolve each tag with HEAD (cheap, and not counted against Docker Hub's pull limit). A
-   manifest whose digest is already stored is not downloaded again.
-4. For new manifests: GET (digest verified), then their children (indexes, recursively) and
-   blobs. Blobs stream straight into the blob store, verified; each digest is fetched once per
-   sync even when many images share it, and not at all when it is already stored (in any
-   repository).
+3. Resolve each tag the repository already has with HEAD (cheap, and not counted against
+   Docker Hub's pull limit): a manifest whose digest is already stored is not downloaded
+   again. A tag the repository does not have yet is fetched with one GET instead of
+   HEAD-then-GET (its manifest is needed anyway).
+4. For new manifests: GET (digest verified) unless step 3 fetched it, then their children
+   (indexes, recursively) and blobs. Blobs stream straight into the blob store, verified;
+   each digest is fetched once per sync even when many images share it, and not at all when
+   it is already stored (in any repository).
 5. Hand everything to :meth:`ocimirror.ingest.Ingest.publish`, the one way content comes
    in: it records the batch (a manifest only with everything under it), then builds the new
    version with the complete tags: additive (``mirror=False``) adds them; mirror
@@ -55,7 +57,7 @@ from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import InvalidError, LeaseLost, OcimirrorError
 from ocimirror.ingest import Ingest, IngestStore, Published, manifest_entry
 from ocimirror.remote import Remote, SyncPolicy
-from ocimirror.upstream import RegistryClient, redact_text
+from ocimirror.upstream import FetchedManifest, RegistryClient, redact_text
 from ocimirror.versions import RepositoryVersion
 
 __all__ = ["SyncProgress", "SyncResult", "SyncStore", "sync_all", "sync_repository"]
@@ -176,6 +178,8 @@ class _Job:
         self.progress = SyncProgress(repository=repository.name)
         self._callback = progress
         self._manifests: dict[str, asyncio.Task[None]] = {}
+        #: Manifests fetched by tag (a first sync of the tag), waiting to be processed.
+        self._fetched: dict[str, FetchedManifest] = {}
         self._blobs = inflight_blobs  # shared by every job of one sync_all
         self.batch = ContentBatch()
         #: Why a digest could not be synced (fetch, parse or a child failed).
@@ -230,8 +234,10 @@ class _Job:
     async def _download_manifest(self, digest: Digest, media_type: str | None) -> None:
         key = str(digest)
         try:
-            async with self.limit:
-                fetched = await self.client.get_manifest(self.name, digest, expected=digest)
+            fetched = self._fetched.pop(key, None)
+            if fetched is None:
+                async with self.limit:
+                    fetched = await self.client.get_manifest(self.name, digest, expected=digest)
             manifest = parse_manifest(fetched.raw, fetched.media_type, expected=digest)
             if manifest.is_schema1:
                 raise _Skip(f"{digest} is a schema 1 manifest: it is never converted")
@@ -288,15 +294,30 @@ class _Job:
 
     # -- the run ---------------------------------------------------------------------------
 
-    async def _resolve(self, tag: str) -> tuple[str, Digest, str] | None:
+    async def _resolve(self, tag: str, *, known: bool) -> tuple[str, Digest, str] | None:
+        """A tag's digest and media type: with HEAD when the repository has the tag (a re-sync
+        usually finds it unchanged, and Docker Hub does not count HEADs), else with the GET
+        its manifest needs anyway (kept for :meth:`_download_manifest`)."""
         try:
             async with self.limit:
-                ref = await self.client.resolve(self.name, tag)
+                if known:
+                    ref = await self.client.resolve(self.name, tag)
+                    return tag, ref.digest, ref.media_type
+                fetched = await self.client.get_manifest(self.name, tag)
         except (OcimirrorError, OSError) as exc:
             log.error("%s: tag %s failed: %s", self.repository.name, tag, _describe(exc))
             self.failed_tags[tag] = _describe(exc)
             return None
-        return tag, ref.digest, ref.media_type
+        self._fetched.setdefault(str(fetched.digest), fetched)
+        return tag, fetched.digest, fetched.media_type
+
+    async def _local_tags(self) -> set[str]:
+        """The tags of the repository's latest version (a hint: HEAD those, GET the others)."""
+        record = self.repository
+        if record.latest_version == 0:
+            return set()
+        tags = await self.metadata.list_tags(record.name, record.latest_version)
+        return {name for name, _ in tags}
 
     async def _settle(self, roots: list[tuple[Digest, str | None]]) -> None:
         """Download every root and what is under it; a failure is noted against the digest it
@@ -331,13 +352,18 @@ class _Job:
         self.progress.tags_total = len(selected) + len(digests)
         self.progress.phase = "resolving"
         self._tick()
-        # HEAD every tag (cheap; not counted against Docker Hub's pull limit).
-        resolved = [r for r in await asyncio.gather(*map(self._resolve, selected)) if r]
+        local = await self._local_tags()
+        resolved = [
+            r
+            for r in await asyncio.gather(*(self._resolve(t, known=t in local) for t in selected))
+            if r
+        ]
         self.progress.phase = "downloading"
         self._tick()
         roots: list[tuple[Digest, str | None]] = [(d, mt) for _, d, mt in resolved]
         roots += [(Digest.parse(d), None) for d in digests]
         await self._settle(roots)
+        self._fetched.clear()  # fetched by tag, but stored already (no task needed them)
         tagged = {tag: str(digest) for tag, digest, _ in resolved}
         skipped = [
             {"tag": t, "reason": self.skips[d]} for t, d in tagged.items() if d in self.skips

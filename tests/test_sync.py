@@ -84,6 +84,27 @@ def test_a_second_sync_downloads_nothing_and_creates_no_version(
     assert again.requests.get("blob", 0) == 0
 
 
+def test_a_first_sync_gets_tags_and_a_resync_asks_with_head(
+    registry: ocimirror.Registry, upstream: dict[str, Any]
+) -> None:
+    """A tag the repository lacks costs one GET (no HEAD first); a tag it has costs a HEAD
+    (not counted against Docker Hub's pull limit), and a GET only when it moved."""
+    repo = make(registry, upstream, include_tags=["v1", "v2", "latest"])
+    first = repo.sync()
+    assert first.ok and first.requests["manifest_head"] == 0
+    assert first.requests["manifest_get"] == 3  # v2 and latest are one manifest, fetched twice
+
+    images = upstream["images"]
+    upstream["registry"].push(upstream["name"], images["v2-rc1"], "v1")  # v1 moves
+    registry.update_remote("up", include_tags=["v1", "v2", "latest", "multi"])
+    again = repo.sync()
+    assert again.ok and again.created
+    assert again.requests["manifest_head"] == 3  # v1, v2, latest: known tags
+    # v1's new manifest by digest, multi (new) by tag, and multi's two children.
+    assert again.requests["manifest_get"] == 4
+    assert repo.tags()["v1"] == str(images["v2-rc1"].digest)
+
+
 def test_shared_layers_are_downloaded_once_and_reused_across_repositories(
     registry: ocimirror.Registry, upstream: dict[str, Any]
 ) -> None:
@@ -191,7 +212,8 @@ def test_sync_behind_token_auth_asks_for_a_handful_of_tokens(
     repo = registry.create_repository("mirror", remote="up")
     result = repo.sync()
     assert result.ok and len(repo.tags()) == 12
-    # 12 HEADs, 12 GETs, 25 blobs: one scope, so one token (a second at most on expiry).
+    # 12 manifest GETs (a first sync sends no HEAD), 25 blobs: one scope, so one token
+    # (a second at most on expiry).
     assert 1 <= len(tokens.requests) <= 2
     assert result.requests["token"] == len(tokens.requests)
 

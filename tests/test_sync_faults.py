@@ -68,14 +68,14 @@ def aim(setup: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         ("truncate", {"after_bytes": LAYER // 3, "times": 2, **BLOB_GET}),
         ("stall", {"seconds": 0.5, "after_bytes": 1024, "times": 1, **BLOB_GET}),
         ("status", {"code": 503, "times": 3, "method": "GET", "path": "/blobs/"}),
-        ("status", {"code": 502, "times": 3, "method": "HEAD", "path": "/manifests/"}),
+        ("status", {"code": 502, "times": 3, "method": "GET", "path": "/manifests/"}),
         ("status", {"code": 500, "times": 2, "method": "GET", "path": "/tags/list"}),
         (
             "status",
             {"code": 429, "times": 2, "headers": {"Retry-After": "0"}, "path": "/manifests/"},
         ),
     ],
-    ids=["reset", "truncate", "stall", "blob-503", "head-502", "tags-500", "429"],
+    ids=["reset", "truncate", "stall", "blob-503", "manifest-502", "tags-500", "429"],
 )
 def test_transient_faults_are_retried_and_the_sync_completes(
     registry: ocimirror.Registry, setup: dict[str, Any], fault: str, args: dict[str, Any]

@@ -257,7 +257,7 @@ def test_the_cli_says_failed_when_nothing_could_be_published(
     upstream: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every manifest failing: exit status 1, status "failed", each tag listed."""
-    upstream["proxy"].status(500, times=10_000, method="GET", path="/manifests/sha256:")
+    upstream["proxy"].status(500, times=10_000, method="GET", path="/manifests/")
     home = str(tmp_path / "home")
     main(["--home", home, "remote", "create", "--name", "up", "--url", upstream["proxy"].url,
           "--upstream-name", upstream["name"], "--max-retries", "0"])  # fmt: skip
