@@ -62,6 +62,18 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[s
     return s3
 
 
+@pytest.fixture(autouse=True)
+def _httpx_stack_under_httpx_mock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """pytest-httpx scripts answers by patching httpx's own transport: a test using it gets
+    ``RegistryClient``s on that stack (``OCIMIRROR_HTTP_BACKEND=httpx``) whatever the default."""
+    if "httpx_mock" not in request.fixturenames:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OCIMIRROR_HTTP_BACKEND", "httpx")
+        yield
+
+
 # -- under CI, a skipped test is a failed run ----------------------------------------------------
 
 _SKIPPED: list[str] = []

@@ -18,7 +18,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
@@ -51,6 +50,14 @@ from ocimirror.upstream._body import (
     prefetched,
     read_capped,
 )
+from ocimirror.upstream._transport import (
+    DEFAULT_HTTP_BACKEND,
+    HTTP_BACKEND_ENV,
+    HTTP_BACKENDS,
+    AiohttpClient,
+    choose_http_backend,
+    ssl_context,
+)
 from ocimirror.upstream.auth import RegistryAuth
 from ocimirror.upstream.names import normalize_upstream
 from ocimirror.upstream.ratelimit import RateLimiter
@@ -66,7 +73,10 @@ from ocimirror.upstream.sink import BlobSink, SinkWriter
 from ocimirror.upstream.stats import RequestStats
 
 __all__ = [
+    "DEFAULT_HTTP_BACKEND",
     "DEFAULT_USER_AGENT",
+    "HTTP_BACKENDS",
+    "HTTP_BACKEND_ENV",
     "MAX_TAGS_PAGE_SIZE",
     "ConnectionSettings",
     "FetchedManifest",
@@ -183,25 +193,6 @@ class _BlobState:
             await writer.abort()
 
 
-@functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle costs ~25 ms; every client verifying with the defaults shares one.
-    return httpx.create_ssl_context()
-
-
-def _ssl_context(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
-    """``verify`` as httpx wants it; a string is PEM text or a CA bundle file or directory."""
-    if verify is True:
-        return _default_ssl_context()
-    if not isinstance(verify, str):
-        return verify
-    if "-----BEGIN" in verify:
-        return ssl.create_default_context(cadata=verify)
-    if os.path.isdir(verify):
-        return ssl.create_default_context(capath=verify)
-    return ssl.create_default_context(cafile=verify)
-
-
 def _range_start(content_range: str | None) -> int | None:
     """The first byte of ``Content-Range: bytes <first>-<last>/<total>``."""
     if content_range is None:
@@ -241,10 +232,13 @@ class RegistryClient:
             :attr:`retry_policy`, which may be replaced).
         rate_limit: At most this many requests a second from this client.
         max_connections: The connection pool's size.
-        transport: An httpx transport to build the client on (``verify``, ``proxy`` and
-            ``max_connections`` are then the transport's business).
+        transport: An httpx transport to build the client on (``verify``, ``proxy``,
+            ``max_connections`` and ``http_backend`` are then the transport's business).
         client: An httpx client to use as it is; it is not closed by :meth:`aclose`.
         user_agent: The ``User-Agent`` header.
+        http_backend: The HTTP stack under httpx's API, one of :data:`HTTP_BACKENDS`:
+            ``"aiohttp"`` or ``"httpx"``; by default the one the environment variable
+            ``OCIMIRROR_HTTP_BACKEND`` names, else :data:`DEFAULT_HTTP_BACKEND`.
 
     The constructor does no I/O; the httpx client is made on first use. Repository names are
     normalised for Docker Hub and validated before any request (``InvalidName``).
@@ -268,6 +262,7 @@ class RegistryClient:
         user_agent: str = DEFAULT_USER_AGENT,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        http_backend: str | None = None,
     ) -> None:
         if client is not None and transport is not None:
             raise ValueError("give either client or transport, not both")
@@ -307,6 +302,9 @@ class RegistryClient:
         self._timeout = timeout
         self._max_connections = max_connections
         self._transport = transport
+        #: The HTTP stack the client is built on when given neither ``transport`` nor
+        #: ``client`` (see :data:`HTTP_BACKENDS`).
+        self.http_backend: str = choose_http_backend(http_backend)
         self._client = client
         self._owns_client = client is None
         self._closed = False
@@ -349,8 +347,9 @@ class RegistryClient:
                     transport=self._transport, timeout=self._timeout, limits=limits
                 )
             else:
-                self._client = httpx.AsyncClient(
-                    verify=_ssl_context(self._verify),
+                kind = AiohttpClient if self.http_backend == "aiohttp" else httpx.AsyncClient
+                self._client = kind(
+                    verify=ssl_context(self._verify),
                     proxy=self._proxy,
                     timeout=self._timeout,
                     limits=limits,
