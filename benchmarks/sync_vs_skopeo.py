@@ -3,36 +3,54 @@
 Everything runs on 127.0.0.1: an upstream Debian ``docker-registry`` is filled with a corpus of
 deterministic random images (default 1,000 images over 40 repositories, 25 tags each; every
 image is one of 4 shared base-layer sets of 2 layers of 256 KiB-1 MiB, plus 1-2 own layers of
-8-64 KiB and a config). Then:
+8-64 KiB and a config), and with a scale corpus ``--scale`` times larger (default 4: 4,000
+images over 160 repositories named ``bench-x4/app-NNN``; the same shape, the same 4 base sets,
+the same tags per repository). Then:
 
 1. ``skopeo sync --src docker --dest docker`` of every repository, one invocation after another
    (as a user would: skopeo takes one source repository per call), into a second, empty
    ``docker-registry``; then the same again (a no-op re-sync).
-2. ocimirror: a fresh home (SQLite + files), one remote and repository per upstream repository,
-   ``registry.sync_all(concurrency=32)`` through the blocking facade (what
-   ``ocimirror repository sync --all`` runs); then again (no-op). Every tag's digest is checked
-   against the upstream's and requests are counted.
-3. One image with a single 512 MiB layer (written to a file in a stream, pushed from it):
+2. ocimirror: a fresh home (SQLite + files) with one remote and repository per upstream
+   repository, made by this process, which then closes it; the sync runs in a subprocess that
+   opens the home and calls ``registry.sync_all(concurrency=32, workers=--workers)`` through
+   the blocking facade (what ``ocimirror repository sync --all`` runs: by default one event
+   loop per core, the subprocess's own plus worker processes, see :mod:`ocimirror.workers`);
+   then a second subprocess does it again (no-op). The ratio to skopeo is that of the
+   ``sync_all`` call's wall time, timed inside the subprocess (as earlier versions of this
+   benchmark timed it in-process); the whole process's wall time (interpreter, imports,
+   opening the stores, exit), its CPU time (the worker processes included) and peak RSS are
+   reported too. Every result must be ok; afterwards every tag's digest is checked against the
+   upstream's, and requests are counted.
+3. The same ocimirror full and no-op syncs of the scale corpus (ocimirror only), for the time
+   per image at 1x and at the scale: the target is that it grows by at most 20%.
+4. One image with a single 512 MiB layer (written to a file in a stream, pushed from it):
    ``skopeo sync --src docker --dest dir`` vs ocimirror's sync of it in a subprocess, with the
    peak RSS of both processes.
 
-It prints a table with the ocimirror/skopeo ratios and the targets, and the command line.
-Processes and temporary directories are cleaned up; a global deadline stops it::
+It prints a table with the ocimirror/skopeo ratios and the targets, one of the scaling, and
+the command line. Processes and temporary directories are cleaned up; a global deadline stops
+it::
 
     .venv/bin/python benchmarks/sync_vs_skopeo.py                 # the full corpus, once
     .venv/bin/python benchmarks/sync_vs_skopeo.py --repeat 3      # medians of 3 rounds
+    .venv/bin/python benchmarks/sync_vs_skopeo.py --workers 1     # one event loop, no workers
+    .venv/bin/python benchmarks/sync_vs_skopeo.py --scale 0       # without the scale corpus
     .venv/bin/python benchmarks/sync_vs_skopeo.py --quick         # 120 images over 8 repositories
     .venv/bin/python benchmarks/sync_vs_skopeo.py --json result.json
 
-Each round starts from nothing (a fresh downstream registry, a fresh ocimirror home); odd
-rounds run ocimirror first, so neither tool always meets a warmer upstream. Peak RSS is read
-with GNU time (see :func:`run_measured` for why not with ``wait4``).
+Each round starts from nothing (a fresh downstream registry, fresh ocimirror homes); odd
+rounds run everything in the opposite order (ocimirror's scale corpus, then its main corpus,
+then skopeo), so neither tool always meets a warmer upstream. Peak RSS is read with GNU time
+(see :func:`run_measured` for why not with ``wait4``); for a command with child processes it
+is the peak of the largest single process of the tree (the benchmark's subprocess or one of
+its workers), not their sum.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -65,7 +83,6 @@ from fixtures.registry import Registry, run_registry  # noqa: E402
 
 import ocimirror  # noqa: E402
 from ocimirror.core.digest import Digest  # noqa: E402
-from ocimirror.sync import SyncResult  # noqa: E402
 from ocimirror.testing import CREATED, Blob, random_image, random_layer  # noqa: E402
 
 SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
@@ -80,6 +97,8 @@ TARGETS = {
     "big": ("512 MiB layer (into a dir)", 1.00),
 }
 RSS_TARGET_MB = 200.0
+#: Time per image of the scale corpus over that of the main corpus (full and no-op), at most.
+SCALE_TARGET = 1.20
 
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -116,8 +135,14 @@ def log(message: str) -> None:
 # -- the corpus ------------------------------------------------------------------------------
 
 
-def corpus_plan(images: int, repos: int) -> tuple[list[list[Blob]], list[dict[str, Any]]]:
-    """The 4 base sets and one spec per image (repository, tag, seed, base set, own layers)."""
+def corpus_plan(
+    images: int, repos: int, prefix: str = "bench"
+) -> tuple[list[list[Blob]], list[dict[str, Any]]]:
+    """The 4 base sets and one spec per image (repository, tag, seed, base set, own layers).
+
+    Repositories are named ``<prefix>/app-NN``; every corpus gets the same base sets (their
+    seeds and sizes come first), so corpora of other sizes differ only in how many there are.
+    """
     rng = random.Random("ocimirror.bench.sync/corpus")
     bases = [
         [
@@ -127,9 +152,10 @@ def corpus_plan(images: int, repos: int) -> tuple[list[list[Blob]], list[dict[st
         for b in range(4)
     ]
     tags_per_repo = max(1, images // repos)
+    width = max(2, len(str(repos - 1)))
     specs = []
     for r in range(repos):
-        name = f"bench/app-{r:02d}"
+        name = f"{prefix}/app-{r:0{width}d}"
         for t in range(tags_per_repo):
             specs.append(
                 {
@@ -336,7 +362,7 @@ def run_measured(
         if TIME:
             lines = Path(timing.name).read_text().split()
             rss = int(lines[-1]) / 1024 if lines and lines[-1].isdigit() else None
-        result = {
+        result: dict[str, Any] = {
             "wall": wall,
             "rss_mb": rss,  # KiB from time(1)
             "cpu": usage.ru_utime + usage.ru_stime,  # CPU times are the child's own
@@ -446,31 +472,51 @@ def skopeo_sync_all(
     return {"wall": wall, "cpu": cpu, "rss_mb": rss, "invocations": len(repos)}
 
 
-def sum_requests(results: dict[str, Any]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for result in results.values():
-        for kind, n in result.requests.items():
-            total[kind] = total.get(kind, 0) + n
-    return {k: v for k, v in total.items() if v}
-
-
-def check_results(results: dict[str, Any], *, created: bool) -> dict[str, int]:
+#: ocimirror's sync of every repository of a prepared home, in a process of its own:
+#: ``python -c SYNC_ALL home database_url storage_url concurrency workers full|noop``.
+#: It checks every result (a SyncResult, ok, a new version for a full sync and none for a
+#: no-op) and prints one JSON line: the sync call's wall time, the startup before it, summed
+#: counts and requests.
+SYNC_ALL = textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    import ocimirror
+    from ocimirror.sync import SyncResult
+    from ocimirror.workers import default_workers
+    home, database_url, storage_url, concurrency, workers, phase = sys.argv[1:7]
+    workers = None if workers == "default" else int(workers)
+    created = {"full": True, "noop": False}[phase]
+    with ocimirror.open(home=home, database_url=database_url, storage_url=storage_url) as reg:
+        t1, c1 = time.perf_counter(), time.process_time()
+        results = reg.sync_all(concurrency=int(concurrency), workers=workers)
+        t2, c2 = time.perf_counter(), time.process_time()
+    t3 = time.perf_counter()
     bad = {n: r for n, r in results.items() if not isinstance(r, SyncResult) or not r.ok}
     if bad:
-        sample = dict(list(bad.items())[:3])
-        raise RuntimeError(f"sync failed for {len(bad)} repositories: {sample}")
+        sample = {n: repr(r) for n, r in list(bad.items())[:3]}
+        raise SystemExit(f"sync failed for {len(bad)} of {len(results)} repositories: {sample}")
     wrong = [n for n, r in results.items() if r.created != created]
     if wrong:
-        raise RuntimeError(f"created != {created} for {wrong[:5]}")
-    keys = (
-        "manifests_downloaded",
-        "manifests_reused",
-        "blobs_downloaded",
-        "blobs_reused",
-        "bytes_downloaded",
-        "tags",
-    )
-    return {k: sum(getattr(r, k) for r in results.values()) for k in keys}
+        raise SystemExit(f"created != {created} for {len(wrong)} repositories: {wrong[:5]}")
+    keys = ("manifests_downloaded", "manifests_reused", "blobs_downloaded", "blobs_reused",
+            "bytes_downloaded", "tags")
+    counts = {k: sum(getattr(r, k) for r in results.values()) for k in keys}
+    requests = {}
+    for r in results.values():
+        for kind, n in r.requests.items():
+            requests[kind] = requests.get(kind, 0) + n
+    # VmHWM: this process's own peak RSS (time(1) reports the largest process, worker or not).
+    status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+    print(json.dumps({
+        "startup": t1 - t0, "sync": t2 - t1, "sync_cpu_own": c2 - c1, "close": t3 - t2,
+        "loops": min(default_workers() if workers is None else workers, len(results)),
+        "repositories": len(results), "counts": counts,
+        "requests": {k: v for k, v in requests.items() if v},
+        "vmhwm_mb": int(status) / 1024,
+    }))
+    """
+)
 
 
 BIG_SYNC = textwrap.dedent(
@@ -497,8 +543,23 @@ BIG_SYNC = textwrap.dedent(
 )
 
 
+@dataclasses.dataclass
+class Corpus:
+    """The images of one corpus in the upstream: what the syncs of it must produce."""
+
+    key: str  # "main", or "scale"
+    repos: list[str]
+    truth: dict[tuple[str, str], str]  # (repository, tag) -> manifest digest
+    tags_per_repo: int
+    figures: dict[str, Any]
+
+    @property
+    def images(self) -> int:
+        return len(self.truth)
+
+
 class Bench:
-    """One benchmark run: the upstream, the corpus, and the measurements of each round."""
+    """One benchmark run: the upstream, the corpora, and the measurements of each round."""
 
     def __init__(self, args: argparse.Namespace, work: Path, up: Registry) -> None:
         self.args = args
@@ -506,9 +567,8 @@ class Bench:
         self.up = up
         self.access = AccessLog(up)
         self.up_cpu = ProcessCPU.of_registry(up)
-        self.repos: list[str] = []
-        self.truth: dict[tuple[str, str], str] = {}
-        self.tags_per_repo = 0
+        self.main: Corpus | None = None
+        self.scale: Corpus | None = None
         self.big_digest: str | None = None
 
     def measured(self, fn: Any, *, downstream: ProcessCPU | None = None) -> dict[str, Any]:
@@ -525,29 +585,40 @@ class Bench:
 
     # -- the corpus ------------------------------------------------------------------------
 
-    def setup(self) -> dict[str, Any]:
-        args = self.args
-        bases, specs = corpus_plan(args.images, args.repos)
-        self.repos = sorted({s["repo"] for s in specs})
-        self.tags_per_repo = len(specs) // len(self.repos)
+    def push(self, key: str, images: int, repos: int, prefix: str) -> Corpus:
+        bases, specs = corpus_plan(images, repos, prefix)
+        names = sorted({s["repo"] for s in specs})
+        tags_per_repo = len(specs) // len(names)
         start = time.perf_counter()
-        pushed, sizes = push_corpus(self.up, bases, specs, args.push_workers)
+        pushed, sizes = push_corpus(self.up, bases, specs, self.args.push_workers)
         push_time = time.perf_counter() - start
         log(
-            f"pushed {len(pushed)} images over {len(self.repos)} repositories "
-            f"({self.tags_per_repo} tags each; {len(sizes)} distinct blobs, "
+            f"pushed {len(pushed)} images over {len(names)} repositories {prefix}/* "
+            f"({tags_per_repo} tags each; {len(sizes)} distinct blobs, "
             f"{sum(sizes.values()) / MiB:.1f} MiB) in {push_time:.1f}s"
         )
-        self.truth = upstream_digests(self.up, sorted(pushed))
-        assert self.truth == pushed, "the upstream does not serve what was pushed"
-        corpus = {
+        truth = upstream_digests(self.up, sorted(pushed))
+        assert truth == pushed, "the upstream does not serve what was pushed"
+        figures = {
             "images": len(pushed),
-            "repos": len(self.repos),
-            "tags_per_repo": self.tags_per_repo,
+            "repos": len(names),
+            "prefix": prefix,
+            "tags_per_repo": tags_per_repo,
             "distinct_blobs": len(sizes),
             "distinct_blob_bytes": sum(sizes.values()),
             "push_seconds": push_time,
         }
+        return Corpus(key, names, truth, tags_per_repo, figures)
+
+    def setup(self) -> dict[str, Any]:
+        """Push the corpora and the big image; returns the main corpus's figures."""
+        args = self.args
+        self.main = self.push("main", args.images, args.repos, "bench")
+        corpus = self.main.figures
+        if args.scale > 1:
+            self.scale = self.push(
+                "scale", args.images * args.scale, args.repos * args.scale, f"bench-x{args.scale}"
+            )
         if not args.skip_big:
             layer = self.work / "big-layer.tar.gz"
             start = time.perf_counter()
@@ -568,75 +639,99 @@ class Bench:
     # -- skopeo ----------------------------------------------------------------------------
 
     def skopeo(self, round_: int) -> dict[str, Any]:
+        assert self.main is not None
+        main = self.main
         directory = self.work / f"downstream-{round_}"
         with run_registry(directory) as down:
             down_cpu = ProcessCPU.of_registry(down)
 
             def once() -> dict[str, Any]:
-                return skopeo_sync_all(self.up, down, self.repos, self.work, self.args.timeout)
+                return skopeo_sync_all(self.up, down, main.repos, self.work, self.args.timeout)
 
-            log(f"round {round_}: skopeo sync of {len(self.repos)} repositories (full) ...")
+            log(f"round {round_}: skopeo sync of {len(main.repos)} repositories (full) ...")
             full = self.measured(once, downstream=down_cpu)
-            log(f"round {round_}: skopeo full: {full['wall']:.1f}s")
-            have = {n: down.tags(f"mirror/{n.rsplit('/', 1)[1]}") for n in self.repos}
-            wrong = [n for n, tags in have.items() if len(tags) != self.tags_per_repo]
+            log(f"round {round_}: skopeo full: {full['wall']:.1f}s, {mb(full['rss_mb'])}")
+            have = {n: down.tags(f"mirror/{n.rsplit('/', 1)[1]}") for n in main.repos}
+            wrong = [n for n, tags in have.items() if len(tags) != main.tags_per_repo]
             if wrong:
                 raise RuntimeError(f"skopeo left {len(wrong)} repositories incomplete: {wrong[:3]}")
             log(f"round {round_}: skopeo sync (no-op) ...")
             noop = self.measured(once, downstream=down_cpu)
-            log(f"round {round_}: skopeo no-op: {noop['wall']:.1f}s")
+            log(f"round {round_}: skopeo no-op: {noop['wall']:.1f}s, {mb(noop['rss_mb'])}")
         shutil.rmtree(directory, ignore_errors=True)
         return {"full": full, "noop": noop}
 
     # -- ocimirror -------------------------------------------------------------------------
 
-    def ocimirror(self, round_: int) -> dict[str, Any]:
-        home = self.work / f"ocimirror-{round_}"
+    def ocimirror(self, round_: int, corpus: Corpus) -> dict[str, Any]:
+        """Full and no-op ``sync_all`` of a corpus, each in a subprocess (:data:`SYNC_ALL`)."""
+        home = self.work / f"ocimirror-{corpus.key}-{round_}"
+        database_url = f"sqlite:///{home}/metadata.db"
+        storage_url = (home / "storage").as_uri()
         start = time.perf_counter()
-        reg = ocimirror.open(
-            home=home,
-            database_url=f"sqlite:///{home}/metadata.db",
-            storage_url=(home / "storage").as_uri(),
-        )
-        for i, name in enumerate(self.repos):
-            reg.create_remote(name=f"up-{i:03d}", url=self.up.url, upstream_name=name)
-            reg.create_repository(name, remote=f"up-{i:03d}")
+        with ocimirror.open(home=home, database_url=database_url, storage_url=storage_url) as reg:
+            for i, name in enumerate(corpus.repos):
+                reg.create_remote(name=f"up-{i:03d}", url=self.up.url, upstream_name=name)
+                reg.create_repository(name, remote=f"up-{i:03d}")
         setup_time = time.perf_counter() - start
+        workers = "default" if self.args.workers is None else str(self.args.workers)
+        what = f"ocimirror {corpus.key} ({len(corpus.repos)} repositories)"
 
-        def once(created: bool) -> dict[str, Any]:
-            cpu0, start = time.process_time(), time.perf_counter()
-            results = reg.sync_all(concurrency=self.args.concurrency)
-            out: dict[str, Any] = {
-                "wall": time.perf_counter() - start,
-                "cpu": time.process_time() - cpu0,
+        def once(phase: str) -> dict[str, Any]:
+            run = run_measured(
+                [
+                    sys.executable,
+                    "-c",
+                    SYNC_ALL,
+                    str(home),
+                    database_url,
+                    storage_url,
+                    str(self.args.concurrency),
+                    workers,
+                    phase,
+                ],
+                timeout=self.args.timeout,
+                cwd=self.work,
+                env=clean_env(),
+            )
+            inner = json.loads(run["stdout"].strip().splitlines()[-1])
+            return {
+                "wall": inner.pop("sync"),  # the sync_all call, as the ratio to skopeo uses
+                "process_wall": run["wall"],
+                "cpu": run["cpu"],  # the whole process, its worker processes included
+                "rss_mb": run["rss_mb"],
+                **inner,
             }
-            out["counts"] = check_results(results, created=created)
-            out["requests"] = sum_requests(results)
-            return out
 
-        log(f"round {round_}: ocimirror sync_all (full) ...")
-        full = self.measured(lambda: once(True))
+        log(f"round {round_}: {what}: sync_all (full) in a subprocess ...")
+        full = self.measured(lambda: once("full"))
         full["setup_seconds"] = setup_time
-        log(f"round {round_}: ocimirror full: {full['wall']:.1f}s")
-        log(f"round {round_}: ocimirror sync_all (no-op) ...")
-        noop = self.measured(lambda: once(False))
+        log(
+            f"round {round_}: {what} full: sync {full['wall']:.2f}s, process "
+            f"{full['process_wall']:.2f}s, {full['loops']} loops, {mb(full['rss_mb'])}"
+        )
+        log(f"round {round_}: {what}: sync_all (no-op) in a subprocess ...")
+        noop = self.measured(lambda: once("noop"))
         if noop["counts"]["manifests_downloaded"] or noop["counts"]["blobs_downloaded"]:
             raise RuntimeError(f"the no-op re-sync downloaded something: {noop['counts']}")
-        log(f"round {round_}: ocimirror no-op: {noop['wall']:.1f}s")
+        log(
+            f"round {round_}: {what} no-op: sync {noop['wall']:.2f}s, process "
+            f"{noop['process_wall']:.2f}s, {mb(noop['rss_mb'])}"
+        )
         # Every repository has every tag, each at the digest the upstream serves.
         wrong = []
-        for name in self.repos:
-            tags = reg.repository(name).tags()
-            want = {t: d for (n, t), d in self.truth.items() if n == name}
-            if len(tags) != self.tags_per_repo or tags != want:
-                wrong.append(name)
+        with ocimirror.open(home=home, database_url=database_url, storage_url=storage_url) as reg:
+            for name in corpus.repos:
+                tags = reg.repository(name).tags()
+                want = {t: d for (n, t), d in corpus.truth.items() if n == name}
+                if len(tags) != corpus.tags_per_repo or tags != want:
+                    wrong.append(name)
         if wrong:
             raise RuntimeError(f"{len(wrong)} repositories differ from the upstream: {wrong[:3]}")
         log(
-            f"round {round_}: verified {len(self.repos)} repositories x {self.tags_per_repo} "
-            "tags against the upstream's digests"
+            f"round {round_}: verified {len(corpus.repos)} repositories x "
+            f"{corpus.tags_per_repo} tags against the upstream's digests"
         )
-        reg.close()
         shutil.rmtree(home, ignore_errors=True)
         return {"full": full, "noop": noop}
 
@@ -691,11 +786,20 @@ class Bench:
         return result
 
     def round(self, round_: int) -> dict[str, Any]:
-        """One measurement of everything; odd rounds run ocimirror first."""
+        """One measurement of everything; odd rounds run it in the opposite order."""
+        assert self.main is not None
         first_skopeo = round_ % 2 == 0
         parts: dict[str, dict[str, Any]] = {"full": {}, "noop": {}}
-        for tool in ("skopeo", "ocimirror") if first_skopeo else ("ocimirror", "skopeo"):
-            got = self.skopeo(round_) if tool == "skopeo" else self.ocimirror(round_)
+        order = ["skopeo", "ocimirror"] + (["scale"] if self.scale is not None else [])
+        for tool in order if first_skopeo else order[::-1]:
+            if tool == "skopeo":
+                got = self.skopeo(round_)
+            elif tool == "ocimirror":
+                got = self.ocimirror(round_, self.main)
+            else:
+                assert self.scale is not None
+                parts["scale"] = self.ocimirror(round_, self.scale)
+                continue
             parts["full"][tool], parts["noop"][tool] = got["full"], got["noop"]
         if not self.args.skip_big:
             parts["big"] = {}
@@ -710,15 +814,29 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1000, help="images in the corpus")
     parser.add_argument("--repos", type=int, default=40, help="repositories they spread over")
     parser.add_argument(
+        "--scale",
+        type=int,
+        default=4,
+        metavar="K",
+        help="also sync a corpus K times larger (ocimirror only) for the time per image; "
+        "0 or 1: not",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="a quick run: 120 images over 8 repositories, a 64 MiB layer",
+        help="a quick run: 120 images over 8 repositories (and K times those), a 64 MiB layer",
     )
     parser.add_argument("--big-mib", type=int, default=512, help="size of the big layer (MiB)")
     parser.add_argument(
         "--repeat", type=int, default=1, help="measure everything N times; report medians"
     )
     parser.add_argument("--concurrency", type=int, default=32, help="sync_all's concurrency")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="sync_all's event loops (this many processes); default: the library's (one per core)",
+    )
     parser.add_argument("--push-workers", type=int, default=8)
     parser.add_argument("--skip-big", action="store_true", help="leave out the big-layer part")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -734,6 +852,10 @@ def main() -> int:
             args.big_mib = 64
     if args.images < args.repos or args.repos < 1 or args.repeat < 1:
         parser.error("--images must be >= --repos >= 1, and --repeat >= 1")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be >= 1")
+    if args.scale < 0:
+        parser.error("--scale must be >= 0")
     if not Path(SKOPEO).exists():
         parser.error("skopeo is not installed")
 
@@ -754,6 +876,8 @@ def main() -> int:
     figures: dict[str, Any] = {
         "command": command,
         "cpus": os.cpu_count(),
+        "concurrency": args.concurrency,
+        "workers": args.workers,
         "skopeo": subprocess.run(
             [SKOPEO, "--version"], capture_output=True, text=True, check=False
         ).stdout.strip(),
@@ -765,6 +889,8 @@ def main() -> int:
             log(f"upstream docker-registry at {up.url}")
             bench = Bench(args, work, up)
             figures["corpus"] = bench.setup()
+            if bench.scale is not None:
+                figures["scale_corpus"] = bench.scale.figures | {"factor": args.scale}
             figures["rounds"] = [bench.round(i) for i in range(args.repeat)]
     except BaseException:
         signal.alarm(0)
@@ -779,33 +905,126 @@ def main() -> int:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
-    figures["summary"] = summarize(figures["rounds"])
+    figures["summary"] = summarize(figures["rounds"], figures)
     report(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return 0
 
 
-def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over the rounds of every figure the table shows."""
+def medians(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every number over the rounds' figures, and the walls of each round."""
+    values: dict[str, list[float]] = {}
+    for part in parts:
+        for name, value in part.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values.setdefault(name, []).append(value)
+    summary: dict[str, Any] = {name: statistics.median(v) for name, v in values.items()}
+    summary["walls"] = [part["wall"] for part in parts]
+    return summary
+
+
+def summarize(rounds: list[dict[str, Any]], figures: dict[str, Any]) -> dict[str, Any]:
+    """Medians over the rounds of every figure the tables show."""
     summary: dict[str, Any] = {}
     for key in rounds[0]:
-        summary[key] = {}
-        for tool in ("skopeo", "ocimirror"):
-            values: dict[str, list[float]] = {}
-            for r in rounds:
-                for name, value in r[key][tool].items():
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        values.setdefault(name, []).append(value)
-            summary[key][tool] = {name: statistics.median(v) for name, v in values.items()}
-            summary[key][tool]["walls"] = [r[key][tool]["wall"] for r in rounds]
-        summary[key]["ratio"] = summary[key]["ocimirror"]["wall"] / summary[key]["skopeo"]["wall"]
+        if key == "scale":
+            continue
+        summary[key] = {t: medians([r[key][t] for r in rounds]) for t in ("skopeo", "ocimirror")}
+        sk, om = summary[key]["skopeo"], summary[key]["ocimirror"]
+        summary[key]["ratio"] = om["wall"] / sk["wall"]
         summary[key]["target"] = TARGETS[key][1]
         summary[key]["met"] = summary[key]["ratio"] <= TARGETS[key][1]
+        if "process_wall" in om:
+            summary[key]["process_ratio"] = om["process_wall"] / sk["wall"]
     if "big" in summary:
         rss = summary["big"]["ocimirror"].get("rss_mb")
         summary["big"]["rss_met"] = rss is not None and rss < RSS_TARGET_MB
+    if "scale" in rounds[0]:
+        one, many = figures["corpus"]["images"], figures["scale_corpus"]["images"]
+        scale: dict[str, Any] = {
+            "factor": figures["scale_corpus"]["factor"],
+            "images": {"1x": one, "kx": many},
+            "target": SCALE_TARGET,
+        }
+        for phase in ("full", "noop"):
+            at1, atk = summary[phase]["ocimirror"], medians([r["scale"][phase] for r in rounds])
+            per = {"1x": 1000 * at1["wall"] / one, "kx": 1000 * atk["wall"] / many}
+            process = {
+                "1x": 1000 * at1["process_wall"] / one,
+                "kx": 1000 * atk["process_wall"] / many,
+            }
+            scale[phase] = {
+                "ocimirror": atk,  # the scale corpus's medians (1x: summary[phase]["ocimirror"])
+                "ms_per_image": per,
+                "process_ms_per_image": process,
+                "ratio": per["kx"] / per["1x"],
+                "process_ratio": process["kx"] / process["1x"],
+                "met": per["kx"] / per["1x"] <= SCALE_TARGET,
+            }
+        summary["scale"] = scale
     return summary
+
+
+def report_scale(s: dict[str, Any]) -> None:
+    """The table of the time per image at 1x and at the scale (ocimirror only)."""
+    scale = s["scale"]
+    factor, images = scale["factor"], scale["images"]
+    rows: list[tuple[str, ...]] = []
+    for key in ("full", "noop"):
+        at1, atk = s[key]["ocimirror"], scale[key]["ocimirror"]
+        per, process = scale[key]["ms_per_image"], scale[key]["process_ms_per_image"]
+        rows.append(
+            (
+                f"{TARGETS[key][0]}, ms per image",
+                f"{per['1x']:.2f}",
+                f"{per['kx']:.2f}",
+                f"{scale[key]['ratio']:.3f}x",
+                f"<= {scale['target']:.2f}x",
+                "ok" if scale[key]["met"] else "MISSED",
+            )
+        )
+        rows.append(
+            (
+                "  whole process, ms per image",
+                f"{process['1x']:.2f}",
+                f"{process['kx']:.2f}",
+                f"{scale[key]['process_ratio']:.3f}x",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "  peak RSS (largest process)",
+                mb(at1.get("rss_mb")),
+                mb(atk.get("rss_mb")),
+                f"{atk['rss_mb'] / at1['rss_mb']:.2f}x"
+                if atk.get("rss_mb") and at1.get("rss_mb")
+                else "",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "  requests to the upstream per image",
+                f"{at1['upstream_requests'] / images['1x']:.2f}",
+                f"{atk['upstream_requests'] / images['kx']:.2f}",
+                "",
+                "",
+                "",
+            )
+        )
+    header = (
+        "ocimirror, time per image",
+        f"1x ({images['1x']} images)",
+        f"{factor}x ({images['kx']} images)",
+        "ratio",
+        "target",
+        "",
+    )
+    print_table(header, rows)
 
 
 def label(key: str, corpus: dict[str, Any]) -> str:
@@ -824,23 +1043,61 @@ def report(figures: dict[str, Any]) -> None:
         f"{c['distinct_blob_bytes'] / MiB:.1f} MiB; pushed in {c['push_seconds']:.1f}s "
         "(not compared)"
     )
+    if "scale_corpus" in figures:
+        k = figures["scale_corpus"]
+        print(
+            f"scale corpus ({k['factor']}x, ocimirror only): {k['images']} images over "
+            f"{k['repos']} repositories {k['prefix']}/* ({k['tags_per_repo']} tags each); "
+            f"{k['distinct_blobs']} distinct blobs, {k['distinct_blob_bytes'] / MiB:.1f} MiB; "
+            f"pushed in {k['push_seconds']:.1f}s"
+        )
     print(
         f"machine: {figures['cpus']} CPUs; {figures['skopeo']}; "
         f"{'median of ' + str(rounds) + ' rounds' if rounds > 1 else 'one round'}"
+    )
+    workers = figures["workers"]
+    print(
+        f"ocimirror: sync_all(concurrency={figures['concurrency']}, workers="
+        f"{'None (one loop per core)' if workers is None else workers}) in a subprocess: "
+        f"{figures['rounds'][-1]['full']['ocimirror']['loops']} event loops (processes)"
     )
     rows: list[tuple[str, ...]] = []
     for key, (_, target) in TARGETS.items():
         if key not in s:
             continue
-        sk, om = s[key]["skopeo"]["wall"], s[key]["ocimirror"]["wall"]
+        sk, om = s[key]["skopeo"], s[key]["ocimirror"]
         rows.append(
             (
                 label(key, c),
-                f"{sk:.2f} s",
-                f"{om:.2f} s",
+                f"{sk['wall']:.2f} s",
+                f"{om['wall']:.2f} s",
                 f"{s[key]['ratio']:.3f}x",
                 f"<= {target:.2f}x",
                 "ok" if s[key]["met"] else "MISSED",
+            )
+        )
+        if key == "big":
+            continue
+        rows.append(
+            (
+                "  ocimirror's whole process",
+                "",
+                f"{om['process_wall']:.2f} s",
+                f"{s[key]['process_ratio']:.3f}x",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "  peak RSS (largest process)",
+                mb(sk.get("rss_mb")),
+                mb(om.get("rss_mb")),
+                f"{om['rss_mb'] / sk['rss_mb']:.2f}x"
+                if om.get("rss_mb") and sk.get("rss_mb")
+                else "",
+                "",
+                "",
             )
         )
     if "big" in s:
@@ -882,7 +1139,7 @@ def report(figures: dict[str, Any]) -> None:
         )
         rows.append(
             (
-                f"  {name}: CPU s of the tool",
+                f"  {name}: CPU s of the tool (processes)",
                 f"{sk['cpu']:.1f}",
                 f"{om['cpu']:.1f}",
                 "",
@@ -901,9 +1158,13 @@ def report(figures: dict[str, Any]) -> None:
             )
         )
     print_table(("measurement", "skopeo", "ocimirror", "ratio", "target", ""), rows)
+    if "scale" in s:
+        report_scale(s)
     if rounds > 1:
         print()
         for key in s:
+            if key == "scale":
+                continue
             walls = {
                 t: ", ".join(f"{w:.2f}" for w in s[key][t]["walls"])
                 for t in ("skopeo", "ocimirror")
@@ -912,12 +1173,25 @@ def report(figures: dict[str, Any]) -> None:
                 f"{label(key, c)} per round (s): skopeo [{walls['skopeo']}], "
                 f"ocimirror [{walls['ocimirror']}]"
             )
+        if "scale" in s:
+            for key in ("full", "noop"):
+                each = ", ".join(f"{w:.2f}" for w in s["scale"][key]["ocimirror"]["walls"])
+                print(f"{TARGETS[key][0]} of the scale corpus per round (s): ocimirror [{each}]")
     last = figures["rounds"][-1]
     full, noop = last["full"]["ocimirror"], last["noop"]["ocimirror"]
     print()
     print(f"ocimirror full sync (last round): {full['counts']}")
     print(f"  requests (SyncResult.requests summed): {full['requests']}")
     print(f"ocimirror no-op re-sync: requests {noop['requests']}")
+    for name, om in (("full sync", full), ("no-op re-sync", noop)):
+        rest = om["process_wall"] - om["startup"] - om["wall"] - om["close"]
+        print(
+            f"ocimirror {name} (last round): process {om['process_wall']:.2f}s = interpreter "
+            f"and exit {rest:.2f}s + imports and opening {om['startup']:.2f}s + sync "
+            f"{om['wall']:.2f}s + close {om['close']:.2f}s; CPU {om['cpu']:.1f}s (the calling "
+            f"process's loop during the sync: {om['sync_cpu_own']:.1f}s); VmHWM of the calling "
+            f"process {om['vmhwm_mb']:.0f} MB"
+        )
     reported = full["counts"]["bytes_downloaded"]
     actual = c["distinct_blob_bytes"]
     # bytes_downloaded counts every body received: the distinct blobs plus the manifests.
