@@ -1,4 +1,5 @@
-"""The blob store conformance suite: every test runs over file://, memory:// and s3:// (moto)."""
+"""The blob store conformance suite: every test runs over file://, memory:// and s3:// (moto),
+on S3 both with S3BlobStore and with FsspecBlobStore's threaded path (``threaded=True``)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["file", "memory", "s3"])
+@pytest.fixture(params=["file", "memory", "s3", "s3-threaded"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """``(kind, url, storage_options)`` of an empty store root."""
+    """``(kind, url, storage_options)`` of an empty store root (kind ``s3`` for both S3 stores)."""
     kind: str = request.param
     if kind == "file":
         yield kind, (tmp_path / "store").as_uri(), {}
@@ -58,7 +59,7 @@ def backend(
             fs.rm(fs._strip_protocol(url), recursive=True)
     else:
         url, options = request.getfixturevalue("s3_storage")
-        yield kind, url, options
+        yield "s3", url, {**options, "threaded": kind == "s3-threaded"}
 
 
 @pytest.fixture

@@ -1,27 +1,31 @@
-"""The fsspec blob store: :class:`FsspecBlobStore` and :func:`open_blob_store`."""
+"""The fsspec blob store (:class:`FsspecBlobStore`), and :func:`open_blob_store`."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-import threading
 import uuid
-import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import fsspec
+import fsspec.asyn
 import fsspec.core
 from fsspec.implementations.local import LocalFileSystem
 
+from ocimirror.backends.blobs.base import (
+    BlobStoreBase,
+    as_datetime,
+    check_size,
+    digest_at,
+    expiry_seconds,
+    not_found,
+)
+from ocimirror.backends.blobs.s3_store import S3_PROTOCOLS, S3BlobStore, abort_multipart_uploads
 from ocimirror.backends.blobs.sinks import _FsspecSink, _LocalSink, _Sink
-from ocimirror.backends.blobs.streams import FsspecBlobReader, FsspecBlobWriter, _pread_all
+from ocimirror.backends.blobs.streams import Close, Fetch, FsspecBlobWriter, _pread_all, in_thread
 from ocimirror.core.digest import ALGORITHMS, Digest
-from ocimirror.errors import BlobNotFound, DigestMismatch, IntegrityError
 
 __all__ = ["OBJECT_STORE_PROTOCOLS", "FsspecBlobStore", "open_blob_store"]
 
@@ -32,26 +36,11 @@ OBJECT_STORE_PROTOCOLS: frozenset[str] = frozenset(
     {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"}
 )
 
-_HEX_PREFIX = frozenset(f"{i:02x}" for i in range(256))
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if isinstance(value, str):
-        try:
-            return _as_datetime(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            return None
-    return None
-
 
 def _mtime(info: dict[str, Any]) -> datetime | None:
     """The modification time in an fsspec info dict, whatever the backend calls it."""
     for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
-        when = _as_datetime(info.get(key))
+        when = as_datetime(info.get(key))
         if when is not None:
             return when
     return None
@@ -61,11 +50,12 @@ def _basename(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1]
 
 
-class FsspecBlobStore:
+class FsspecBlobStore(BlobStoreBase):
     """A :class:`BlobStore` over any fsspec URL (``file://``, ``memory://``, ``s3://``, ...).
 
     Also a :class:`BlobLister`, a :class:`BlobPresigner` (returning ``None`` where the
     filesystem cannot sign) and a :class:`BlobLocalPath` (returning ``None`` off local disk).
+    :func:`open_blob_store` takes :class:`S3BlobStore` for S3 instead, unless told otherwise.
 
     Args:
         url: The root; a plain path means a local directory.
@@ -90,47 +80,15 @@ class FsspecBlobStore:
     ) -> None:
         if write_buffer_size <= 0:
             raise ValueError(f"write_buffer_size must be > 0, got {write_buffer_size}")
-        self.url = url
+        super().__init__(url, storage_options)
         self.write_buffer_size = write_buffer_size
-        self._storage_options = storage_options
-        protocol, _ = fsspec.core.split_protocol(url)
-        fs_cls = fsspec.get_filesystem_class(protocol or "file")
+        fs_cls = self._fs_class
         protocols = {fs_cls.protocol} if isinstance(fs_cls.protocol, str) else set(fs_cls.protocol)
         self._local = issubclass(fs_cls, LocalFileSystem)
         self._object_store = bool(protocols & OBJECT_STORE_PROTOCOLS)
         self._direct = not self._local and (
             self._object_store if direct_upload is None else direct_upload
         )
-        self._root = str(fs_cls._strip_protocol(url)).rstrip("/")
-        self._fs_obj: Any = None
-        self._fs_lock = threading.Lock()
-        self._writers: weakref.WeakSet[FsspecBlobWriter] = weakref.WeakSet()
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"<FsspecBlobStore {self.url!r}>"
-
-    @property
-    def fs(self) -> Any:
-        """The fsspec filesystem (created on first use; blocking: call it from a thread)."""
-        if self._fs_obj is None:
-            with self._fs_lock:
-                if self._fs_obj is None:
-                    self._fs_obj = fsspec.core.url_to_fs(self.url, **self._storage_options)[0]
-        return self._fs_obj
-
-    # -- paths
-
-    def _blob_path(self, digest: Digest) -> str:
-        return f"{self._root}/blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
-
-    @property
-    def _uploads(self) -> str:
-        return f"{self._root}/uploads"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed")
 
     # -- blocking helpers (run in a thread)
 
@@ -191,33 +149,8 @@ class FsspecBlobStore:
         info = await asyncio.to_thread(self._info_sync, path)
         return None if info is None else int(info["size"])
 
-    async def exists(self, digest: Digest) -> bool:
-        """Whether the blob is stored."""
-        return await self.stat(digest) is not None
-
-    async def reader(
-        self,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        length: int | None = None,
-        chunk_size: int = 1 << 20,
-    ) -> FsspecBlobReader:
-        """Open ``length`` bytes (default: to the end) from ``offset`` for streaming.
-
-        Raises :class:`BlobNotFound` right away when the blob is absent, so a server can answer
-        404 before it starts a response. The range is clipped to the blob: an offset at or past
-        the end yields nothing. Close the reader (``aclose`` or ``async with``) when not
-        iterating to the end.
-        """
-        self._check_open()
-        if offset < 0 or (length is not None and length < 0):
-            raise ValueError(f"offset and length must be >= 0, got {offset} and {length}")
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    async def _source(self, digest: Digest) -> tuple[int, Fetch, Close | None]:
         path = self._blob_path(digest)
-        fetch: Callable[[int, int], bytes]
-        close: Callable[[], None] | None = None
         if self._local:
 
             def open_local() -> tuple[Any, int]:
@@ -227,137 +160,58 @@ class FsspecBlobStore:
             try:
                 f, size = await asyncio.to_thread(open_local)
             except FileNotFoundError:
-                raise BlobNotFound(f"blob {digest} not found", detail=str(digest)) from None
-            fetch = functools.partial(_pread_all, f.fileno())
-            close = f.close
-        else:
-            info = await asyncio.to_thread(self._info_sync, path)
-            if info is None:
-                raise BlobNotFound(f"blob {digest} not found", detail=str(digest))
-            size = int(info["size"])
-            fs = self.fs
+                raise not_found(digest) from None
 
-            def fetch(pos: int, n: int) -> bytes:
-                return bytes(fs.cat_file(path, start=pos, end=pos + n))
+            def pread(pos: int, n: int) -> bytes:
+                return _pread_all(f.fileno(), pos, n)
 
-        start = min(offset, size)
-        end = size if length is None else min(size, start + length)
-        return FsspecBlobReader(
-            digest=digest,
-            size=size,
-            offset=start,
-            length=end - start,
-            chunk_size=chunk_size,
-            fetch=fetch,
-            close=close,
-        )
+            async def close() -> None:
+                await asyncio.to_thread(f.close)
 
-    async def open(
-        self,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        length: int | None = None,
-        chunk_size: int = 1 << 20,
-    ) -> AsyncIterator[bytes]:
-        """Stream ``length`` bytes from ``offset``, clipped to the blob, in ``chunk_size`` chunks.
+            return size, in_thread(pread), close
+        info = await asyncio.to_thread(self._info_sync, path)
+        if info is None:
+            raise not_found(digest)
+        fs = self.fs
 
-        An async generator: it raises :class:`BlobNotFound` on the first iteration when the
-        blob is absent. Use :meth:`reader` to find out before iterating.
-        """
-        reader = await self.reader(digest, offset=offset, length=length, chunk_size=chunk_size)
-        async with reader:
-            async for chunk in reader:
-                yield chunk
+        def cat(pos: int, n: int) -> bytes:
+            return bytes(fs.cat_file(path, start=pos, end=pos + n))
 
-    async def read(
-        self, digest: Digest, *, max_size: int | None = None, verify: bool = True
-    ) -> bytes:
-        """The whole blob, for small ones (manifests, configs).
+        return int(info["size"]), in_thread(cat), None
 
-        Raises :class:`BlobNotFound` when absent, :class:`IntegrityError` when larger than
-        ``max_size`` (nothing is read then), and :class:`DigestMismatch` when ``verify`` is on
-        and the stored bytes do not hash to ``digest`` (a corrupt store).
-        """
-        self._check_open()
+    async def _read_all(self, digest: Digest, max_size: int | None) -> bytes:
         path = self._blob_path(digest)
-
-        def too_large(size: int) -> IntegrityError:
-            return IntegrityError(
-                f"blob {digest} is {size} bytes, over the limit of {max_size}",
-                detail={"size": size, "max_size": max_size},
-            )
 
         def read_sync() -> bytes:
             if self._local:
                 try:
                     f = open(path, "rb")  # noqa: SIM115 - closed just below
                 except FileNotFoundError:
-                    raise BlobNotFound(f"blob {digest} not found", detail=str(digest)) from None
+                    raise not_found(digest) from None
                 with f:
-                    size = os.fstat(f.fileno()).st_size
-                    if max_size is not None and size > max_size:
-                        raise too_large(size)
-                    data = f.read()
-            else:
-                info = self._info_sync(path)
-                if info is None:
-                    raise BlobNotFound(f"blob {digest} not found", detail=str(digest))
-                size = int(info["size"])
-                if max_size is not None and size > max_size:
-                    raise too_large(size)
-                try:
-                    data = bytes(self.fs.cat_file(path))
-                except FileNotFoundError:
-                    raise BlobNotFound(f"blob {digest} not found", detail=str(digest)) from None
-            if verify and Digest.of(data, digest.algorithm) != digest:
-                _log.error("stored blob %s in %s is corrupt", digest, self.url)
-                raise DigestMismatch(
-                    f"stored blob {digest} is corrupt: its bytes hash to another digest",
-                    detail=str(digest),
-                )
-            return data
+                    check_size(digest, os.fstat(f.fileno()).st_size, max_size)
+                    return f.read()
+            info = self._info_sync(path)
+            if info is None:
+                raise not_found(digest)
+            check_size(digest, int(info["size"]), max_size)
+            try:
+                return bytes(self.fs.cat_file(path))
+            except FileNotFoundError:
+                raise not_found(digest) from None
 
         return await asyncio.to_thread(read_sync)
 
-    def writer(
-        self, *, expected: Digest | None = None, size: int | None = None, algorithm: str = "sha256"
+    def _new_writer(
+        self, expected: Digest | None, size: int | None, algorithm: str
     ) -> FsspecBlobWriter:
-        """A writer for one new blob; does no I/O until the first write or the commit.
-
-        ``expected`` and ``size``, when given, are verified at the commit (and ``size`` as soon
-        as more bytes arrive). The hash algorithm is ``expected``'s when given, else
-        ``algorithm``.
-        """
-        self._check_open()
-        w = FsspecBlobWriter(self, expected=expected, size=size, algorithm=algorithm)
-        self._writers.add(w)
-        return w
-
-    async def put(
-        self,
-        data: bytes | bytearray | memoryview | AsyncIterable[bytes] | Iterable[bytes],
-        *,
-        expected: Digest | None = None,
-        size: int | None = None,
-    ) -> Digest:
-        """Store bytes or a stream of chunks, verified as the stream ends; return the digest.
-
-        A synchronous iterable is consumed on the event loop: pass in-memory chunks only, not a
-        file. Raises :class:`SizeMismatch` or :class:`DigestMismatch` (nothing is stored then).
-        """
-        async with self.writer(expected=expected, size=size) as w:
-            if isinstance(data, bytes | bytearray | memoryview):
-                await w.write(data)
-            elif isinstance(data, AsyncIterable):
-                async for chunk in data:
-                    await w.write(chunk)
-            elif isinstance(data, Iterable) and not isinstance(data, str):
-                for chunk in data:
-                    await w.write(chunk)
-            else:
-                raise TypeError(f"cannot store a {type(data).__name__} as a blob")
-            return await w.commit()
+        return FsspecBlobWriter(
+            self,
+            expected=expected,
+            size=size,
+            algorithm=algorithm,
+            flush_size=self.write_buffer_size,
+        )
 
     async def delete(self, digest: Digest) -> bool:
         """Remove the blob; ``True`` if something was removed."""
@@ -385,27 +239,9 @@ class FsspecBlobStore:
             _log.debug("deleted %s from %s", digest, self.url)
         return removed
 
-    async def close(self) -> None:
-        """Abort unfinished writers; further use raises ``RuntimeError``. Idempotent.
-
-        The fsspec filesystem is shared through fsspec's instance cache, so it stays open.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        for w in list(self._writers):
-            await w.abort()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def _release(self) -> None:
+        """Nothing to release: the fsspec filesystem is shared through fsspec's instance cache,
+        so it stays open."""
 
     # -- BlobLister
 
@@ -422,19 +258,15 @@ class FsspecBlobStore:
                 continue
             for prefix_entry in await asyncio.to_thread(self._ls_sync, f"{blobs}/{algorithm}"):
                 prefix = _basename(prefix_entry["name"])
-                if prefix_entry.get("type") != "directory" or prefix not in _HEX_PREFIX:
+                if prefix_entry.get("type") != "directory":
                     continue
                 listing = await asyncio.to_thread(self._ls_sync, f"{blobs}/{algorithm}/{prefix}")
                 for entry in listing:
-                    hexpart = _basename(entry["name"])
-                    if entry.get("type") != "file" or not hexpart.startswith(prefix):
+                    if entry.get("type") != "file":
                         continue
-                    try:
-                        digest = Digest(algorithm, hexpart)
-                    except ValueError:
-                        _log.debug("skipping %s: not a digest", entry["name"])
-                        continue
-                    yield digest, _mtime(entry)
+                    digest = digest_at(algorithm, prefix, _basename(entry["name"]))
+                    if digest is not None:
+                        yield digest, _mtime(entry)
 
     async def cleanup_uploads(self, *, older_than: timedelta) -> int:
         """Remove uploads untouched for longer than ``older_than``; return how many.
@@ -457,38 +289,17 @@ class FsspecBlobStore:
                     continue
                 removed += 1
             if self._object_store and hasattr(self.fs, "call_s3"):
-                removed += self._abort_s3_uploads(cutoff)
+                # s3fs's blocking calls run on its own loop: so does the shared async cleanup.
+                fs = self.fs
+                removed += fsspec.asyn.sync(
+                    fs.loop, abort_multipart_uploads, fs, self._root, cutoff
+                )
             return removed
 
         removed = await asyncio.to_thread(cleanup_sync)
         if removed:
             _log.info("removed %d abandoned uploads from %s", removed, self.url)
         return removed
-
-    def _abort_s3_uploads(self, cutoff: datetime) -> int:
-        bucket, _, key = self._root.partition("/")
-        prefix = f"{key}/" if key else ""
-        removed = 0
-        marker: dict[str, str] = {}
-        while True:
-            page = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
-            for upload in page.get("Uploads") or []:
-                when = _as_datetime(upload.get("Initiated"))
-                if when is not None and when > cutoff:
-                    continue
-                self.fs.call_s3(
-                    "abort_multipart_upload",
-                    Bucket=bucket,
-                    Key=upload["Key"],
-                    UploadId=upload["UploadId"],
-                )
-                removed += 1
-            if not page.get("IsTruncated"):
-                return removed
-            marker = {
-                "KeyMarker": page.get("NextKeyMarker", ""),
-                "UploadIdMarker": page.get("NextUploadIdMarker", ""),
-            }
 
     # -- BlobPresigner
 
@@ -500,7 +311,7 @@ class FsspecBlobStore:
         self._check_open()
         if not self._object_store:
             return None
-        seconds = max(1, int(expires.total_seconds()))
+        seconds = expiry_seconds(expires)
         try:
             url = await asyncio.to_thread(self.fs.sign, self._blob_path(digest), expiration=seconds)
         except NotImplementedError:
@@ -514,6 +325,17 @@ class FsspecBlobStore:
         return self._blob_path(digest) if self._local else None
 
 
-def open_blob_store(url: str, **storage_options: Any) -> FsspecBlobStore:
-    """A blob store for ``url``; see :class:`FsspecBlobStore` for the options."""
+def open_blob_store(
+    url: str, *, threaded: bool = False, **storage_options: Any
+) -> FsspecBlobStore | S3BlobStore:
+    """A blob store for ``url``: :class:`S3BlobStore` for ``s3://`` and ``s3a://`` (s3fs's async
+    API on the event loop), :class:`FsspecBlobStore` for everything else.
+
+    ``threaded=True`` takes :class:`FsspecBlobStore` for S3 too (s3fs's blocking API in worker
+    threads, the path before :class:`S3BlobStore`): to compare with, or to fall back on. The
+    other options go to the store; see each class.
+    """
+    protocol, _ = fsspec.core.split_protocol(url)
+    if protocol in S3_PROTOCOLS and not threaded:
+        return S3BlobStore(url, **storage_options)
     return FsspecBlobStore(url, **storage_options)

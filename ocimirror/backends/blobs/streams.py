@@ -1,49 +1,77 @@
-"""The fsspec store's writer and reader, and the thread offloading they share."""
+"""Writers and the reader: what every store's streams do the same way, and the fsspec writer.
+
+:class:`BufferedBlobWriter` buffers, hashes, checks sizes, verifies at the commit and keeps the
+writer's state; a store's writer only moves bytes (:class:`FsspecBlobWriter` through blocking
+sinks in worker threads, :class:`~.s3_store.S3BlobWriter` on the event loop).
+:class:`FsspecBlobReader` streams a byte range through whatever fetches a store gives it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from ocimirror.backends.blobs.sinks import _Sink
 from ocimirror.core.digest import Digest, Hasher
 from ocimirror.errors import BlobNotFound, DigestMismatch, IntegrityError, SizeMismatch
 
-
-class _Host(Protocol):
-    """What a writer needs of its store (:class:`~.fsspec_store.FsspecBlobStore`)."""
-
-    url: str
-    write_buffer_size: int
-
-    def _open_sink(self, expected: Digest | None) -> _Sink: ...
-
-    def _exists_sync(self, digest: Digest) -> bool: ...
-
-    def _blob_path(self, digest: Digest) -> str: ...
-
-
-__all__ = ["FsspecBlobReader", "FsspecBlobWriter"]
+__all__ = ["BufferedBlobWriter", "FsspecBlobReader", "FsspecBlobWriter"]
 
 _log = logging.getLogger("ocimirror.blobs")
 
 _T = TypeVar("_T")
 
 
+class _Store(Protocol):
+    """What every writer needs of its store."""
+
+    url: str
+
+
+_S = TypeVar("_S", bound=_Store)
+
+#: Fetch ``n`` bytes of a blob from a position (a reader's source).
+Fetch = Callable[[int, int], Coroutine[Any, Any, bytes]]
+#: Release what a reader holds open.
+Close = Callable[[], Coroutine[Any, Any, None]]
+
+#: Buffers at least this large are hashed in a worker thread (hashlib releases the GIL there,
+#: and the loop keeps serving); smaller ones cost less to hash than to hand over.
+_THREAD_HASH_SIZE = 1 << 20
+
+
+async def hash_into(hasher: Hasher, data: bytes | bytearray | memoryview) -> None:
+    """Feed ``data`` to ``hasher``, in a worker thread when it is large."""
+    if len(data) >= _THREAD_HASH_SIZE:
+        await asyncio.to_thread(hasher.update, data)
+    else:
+        hasher.update(data)
+
+
+def in_thread(fetch: Callable[[int, int], bytes]) -> Fetch:
+    """A blocking fetch, run in a worker thread."""
+
+    async def fetch_in_thread(pos: int, n: int) -> bytes:
+        return await asyncio.to_thread(fetch, pos, n)
+
+    return fetch_in_thread
+
+
 # --------------------------------------------------------------------------------------------
-# Thread offloading
+# One operation at a time
 
 
 class _Offloader:
-    """Runs blocking calls in the loop's executor, one at a time, and survives cancellation.
+    """Runs one operation at a time as a task of its own, and survives cancellation.
 
-    A cancelled ``await`` does not stop the thread; :meth:`settle` waits for it, so cleanup never
-    races a write still in flight.
+    A cancelled ``await`` does not stop the operation (a worker thread cannot be stopped, and a
+    multipart upload being created must not be forgotten); :meth:`settle` waits for it, so
+    cleanup never races a write still in flight.
     """
 
     __slots__ = ("_inflight",)
@@ -55,14 +83,13 @@ class _Offloader:
     def busy(self) -> bool:
         return self._inflight is not None and not self._inflight.done()
 
-    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def run(self, operation: Coroutine[Any, Any, _T]) -> _T:
         if self.busy:
+            operation.close()
             raise RuntimeError("concurrent use: another operation is still running")
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(None, functools.partial(fn, *args))
-        self._inflight = fut
-        result: _T = await asyncio.shield(fut)
-        return result
+        task = asyncio.ensure_future(operation)
+        self._inflight = task
+        return await asyncio.shield(task)
 
     async def settle(self) -> None:
         fut = self._inflight
@@ -76,24 +103,27 @@ class _Offloader:
 
 
 # --------------------------------------------------------------------------------------------
-# Writer
+# Writers
 
 
-class FsspecBlobWriter:
-    """A :class:`BlobWriter` for :class:`FsspecBlobStore`; get one from
-    :meth:`FsspecBlobStore.writer`.
+class BufferedBlobWriter(ABC, Generic[_S]):
+    """A :class:`BlobWriter` that buffers, hashes and verifies; a store's subclass moves bytes.
 
-    Bytes are buffered up to the store's ``write_buffer_size``, then hashed and written in a
-    worker thread. One task at a time may use a writer.
+    Bytes are buffered until ``flush_size``, then hashed and handed to :meth:`_flush`; the commit
+    hashes the rest, verifies size and digest, and only then calls :meth:`_publish` with the last
+    bytes. Each of them runs as one operation that a cancellation does not interrupt (see
+    :class:`_Offloader`). One task at a time may use a writer; get one from the store's
+    ``writer()``.
     """
 
     def __init__(
         self,
-        store: _Host,
+        store: _S,
         *,
         expected: Digest | None,
         size: int | None,
         algorithm: str,
+        flush_size: int,
     ) -> None:
         if size is not None and size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
@@ -101,16 +131,33 @@ class FsspecBlobWriter:
         self._expected = expected
         self._announced = size
         self._hasher = Hasher(expected.algorithm if expected is not None else algorithm)
+        self._flush_size = flush_size
         self._buf = bytearray()
         self._hashed = 0  # how much of _buf the hasher has seen
         self._size = 0
-        self._sink: _Sink | None = None
         self._state = "open"  # open -> committed | aborted | failed
         self._digest: Digest | None = None
         self._offload = _Offloader()
 
     def __repr__(self) -> str:
-        return f"<FsspecBlobWriter {self._state} size={self._size} store={self._store.url!r}>"
+        return f"<{type(self).__name__} {self._state} size={self._size} store={self._store.url!r}>"
+
+    # -- what a store's writer does
+
+    @abstractmethod
+    async def _flush(self, buf: bytearray) -> None:
+        """Send a full buffer (already hashed) on its way; nothing becomes visible yet."""
+
+    @abstractmethod
+    async def _publish(self, digest: Digest, buf: bytearray) -> bool:
+        """Send the last bytes and make the verified blob visible at ``digest``; ``False`` if
+        it was stored already and this copy was discarded."""
+
+    @abstractmethod
+    async def _discard(self) -> None:
+        """Throw away whatever was sent; a no-op when nothing was."""
+
+    # -- BlobWriter
 
     @property
     def size(self) -> int:
@@ -151,10 +198,10 @@ class FsspecBlobWriter:
             )
         self._buf += data
         self._size += n
-        if len(self._buf) >= self._store.write_buffer_size:
+        if len(self._buf) >= self._flush_size:
             buf, start = self._take_buffer()
             try:
-                await self._offload.run(self._flush_sync, buf, start)
+                await self._offload.run(self._hash_and_flush(buf, start))
             except BaseException:
                 self._state = "failed"
                 raise
@@ -164,11 +211,9 @@ class FsspecBlobWriter:
         self._buf, self._hashed = bytearray(), 0
         return buf, start
 
-    def _flush_sync(self, buf: bytearray, start: int) -> None:
-        self._hasher.update(memoryview(buf)[start:])
-        if self._sink is None:
-            self._sink = self._store._open_sink(self._expected)
-        self._sink.write(buf)
+    async def _hash_and_flush(self, buf: bytearray, start: int) -> None:
+        await hash_into(self._hasher, memoryview(buf)[start:])
+        await self._flush(buf)
 
     async def commit(self) -> Digest:
         """Verify size and digest, publish atomically, and return the digest.
@@ -183,7 +228,7 @@ class FsspecBlobWriter:
             raise RuntimeError(f"cannot commit a {self._state} blob writer")
         buf, start = self._take_buffer()
         try:
-            digest, stored = await self._offload.run(self._commit_sync, buf, start)
+            digest, stored = await self._offload.run(self._verify_and_publish(buf, start))
         except IntegrityError:
             self._state = "aborted"
             raise
@@ -201,8 +246,8 @@ class FsspecBlobWriter:
         )
         return digest
 
-    def _commit_sync(self, buf: bytearray, start: int) -> tuple[Digest, bool]:
-        self._hasher.update(memoryview(buf)[start:])
+    async def _verify_and_publish(self, buf: bytearray, start: int) -> tuple[Digest, bool]:
+        await hash_into(self._hasher, memoryview(buf)[start:])
         digest = self._hasher.digest()
         problem: IntegrityError | None = None
         if self._announced is not None and self._size != self._announced:
@@ -216,29 +261,15 @@ class FsspecBlobWriter:
                 detail={"expected": str(self._expected), "actual": str(digest)},
             )
         if problem is not None:
-            self._discard_sync()
+            await self._discard()
             raise problem
-        if self._sink is None:
-            # Nothing reached storage yet: skip the write entirely if the blob is there.
-            if self._store._exists_sync(digest):
-                return digest, False
-            self._sink = self._store._open_sink(digest)
-        if buf:
-            self._sink.write(buf)
-        stored = self._sink.publish(self._store._blob_path(digest))
-        self._sink = None
-        return digest, stored
-
-    def _discard_sync(self) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.discard()
+        return digest, await self._publish(digest, buf)
 
     async def abort(self) -> None:
         """Discard everything written; idempotent, and a no-op after a commit.
 
-        Best effort: a failure to remove the temp copy is logged, and
-        :meth:`FsspecBlobStore.cleanup_uploads` removes it later.
+        Best effort: a failure to remove what was sent is logged, and the store's
+        ``cleanup_uploads`` removes it later.
         """
         await self._offload.settle()
         if self._state == "committed":
@@ -246,10 +277,8 @@ class FsspecBlobWriter:
         if self._state == "open":
             self._state = "aborted"
         self._buf = bytearray()
-        if self._sink is None:
-            return
         try:
-            await asyncio.shield(asyncio.to_thread(self._discard_sync))
+            await asyncio.shield(self._discard())
         except Exception:
             _log.warning("could not discard an upload in %s", self._store.url, exc_info=True)
 
@@ -266,13 +295,58 @@ class FsspecBlobWriter:
             await self.abort()
 
 
+class _Host(_Store, Protocol):
+    """What an fsspec writer needs of its store (:class:`~.fsspec_store.FsspecBlobStore`)."""
+
+    def _open_sink(self, expected: Digest | None) -> _Sink: ...
+
+    def _exists_sync(self, digest: Digest) -> bool: ...
+
+    def _blob_path(self, digest: Digest) -> str: ...
+
+
+class FsspecBlobWriter(BufferedBlobWriter[_Host]):
+    """A :class:`BlobWriter` for :class:`FsspecBlobStore`: bytes are buffered up to the store's
+    ``write_buffer_size``, then written to a blocking sink in a worker thread."""
+
+    _sink: _Sink | None = None
+
+    async def _flush(self, buf: bytearray) -> None:
+        await asyncio.to_thread(self._write_sync, buf)
+
+    def _write_sync(self, buf: bytearray) -> None:
+        if self._sink is None:
+            self._sink = self._store._open_sink(self._expected)
+        self._sink.write(buf)
+
+    async def _publish(self, digest: Digest, buf: bytearray) -> bool:
+        return await asyncio.to_thread(self._publish_sync, digest, buf)
+
+    def _publish_sync(self, digest: Digest, buf: bytearray) -> bool:
+        if self._sink is None:
+            # Nothing reached storage yet: skip the write entirely if the blob is there.
+            if self._store._exists_sync(digest):
+                return False
+            self._sink = self._store._open_sink(digest)
+        if buf:
+            self._sink.write(buf)
+        stored = self._sink.publish(self._store._blob_path(digest))
+        self._sink = None
+        return stored
+
+    async def _discard(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            await asyncio.to_thread(sink.discard)
+
+
 # --------------------------------------------------------------------------------------------
 # Reader
 
 
 class FsspecBlobReader:
-    """A :class:`BlobReader` for :class:`FsspecBlobStore`; get one from
-    :meth:`FsspecBlobStore.reader`. Also an async context manager that closes it."""
+    """A :class:`BlobReader` over a byte range, fetched chunk by chunk; get one from a store's
+    ``reader()``. Also an async context manager that closes it."""
 
     def __init__(
         self,
@@ -282,8 +356,8 @@ class FsspecBlobReader:
         offset: int,
         length: int,
         chunk_size: int,
-        fetch: Callable[[int, int], bytes],
-        close: Callable[[], None] | None = None,
+        fetch: Fetch,
+        close: Close | None = None,
     ) -> None:
         self._digest = digest
         self._size = size
@@ -324,7 +398,7 @@ class FsspecBlobReader:
             raise StopAsyncIteration
         n = min(self._chunk_size, self._end - self._pos)
         try:
-            data = await self._offload.run(self._fetch, self._pos, n)
+            data = await self._offload.run(self._fetch(self._pos, n))
         except FileNotFoundError:
             await self.aclose()
             raise BlobNotFound(f"blob {self._digest} was removed while being read") from None
@@ -343,7 +417,7 @@ class FsspecBlobReader:
         self._closed = True
         await self._offload.settle()
         if self._close is not None:
-            await asyncio.to_thread(self._close)
+            await self._close()
 
     async def __aenter__(self) -> Self:
         return self
