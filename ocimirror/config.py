@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import platformdirs
 
 __all__ = ["Config"]
 
@@ -40,9 +39,12 @@ class Config:
     ) -> Config:
         """Arguments first, then ``OCIMIRROR_*`` environment variables, then the home default."""
         env = os.environ if environ is None else environ
-        home_path = Path(
-            home or env.get("OCIMIRROR_HOME") or platformdirs.user_data_dir("ocimirror")
-        ).expanduser()
+        home = home or env.get("OCIMIRROR_HOME")
+        if not home:
+            import platformdirs  # only the default home needs it
+
+            home = platformdirs.user_data_dir("ocimirror")
+        home_path = Path(home).expanduser()
         db = database_url or env.get("OCIMIRROR_DATABASE_URL")
         storage = storage_url or env.get("OCIMIRROR_STORAGE_URL")
         if db is None:

@@ -19,11 +19,13 @@ from ocimirror.core.digest import Digest
 from ocimirror.core.reference import validate_tag
 from ocimirror.errors import BlobNotFound, InvalidError, ManifestNotFound, TagNotFound
 from ocimirror.remote import Remote, SyncPolicy
-from ocimirror.sync import SyncProgress, SyncResult, SyncStore, sync_repository
-from ocimirror.transfer import ExportReport, export_layout, import_layout
 from ocimirror.versions import RepositoryVersion
 
 if TYPE_CHECKING:
+    # A sync (httpx) and a layout transfer are imported when they run: opening a registry
+    # and listing its repositories stays light.
+    from ocimirror.sync import SyncProgress, SyncResult, SyncStore
+    from ocimirror.transfer import ExportReport
     from ocimirror.upstream import RegistryClient
 
 __all__ = ["AsyncRepository", "check_retain"]
@@ -345,6 +347,8 @@ class AsyncRepository:
 
         ``mirror=True`` is a shortcut for ``policy=SyncPolicy(mirror=True)``.
         """
+        from ocimirror.sync import sync_repository
+
         if mirror is not None:
             policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
         result = await sync_repository(
@@ -365,6 +369,8 @@ class AsyncRepository:
         self, path: str | os.PathLike[str], *, tags: Iterable[str] | None = None
     ) -> RepositoryVersion:
         """Import an OCI image layout (directory or tar): every tagged and untagged entry."""
+        from ocimirror.transfer import import_layout
+
         version = await import_layout(self._metadata, self._blobs, self.name, path, tags=tags)
         await self.refresh()
         return version
@@ -378,6 +384,8 @@ class AsyncRepository:
         tar: bool = False,
     ) -> ExportReport:
         """Export a version (default latest) to an OCI image layout directory or tar file."""
+        from ocimirror.transfer import export_layout
+
         number = await self._number(version)
         return await export_layout(
             self._metadata, self._blobs, self.name, path, version=number, tags=tags, tar=tar

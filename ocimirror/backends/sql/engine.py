@@ -113,14 +113,16 @@ class SQLEngine:
             await conn.run_sync(self._setup_schema_sync)
 
     def _setup_schema_sync(self, conn: sa.Connection) -> None:
-        inspector = sa.inspect(conn)
-        if not inspector.has_table("ocimirror_schema"):
-            if inspector.has_table("repositories"):
+        # One query for what is there (not one per table): this runs on every open.
+        existing = set(sa.inspect(conn).get_table_names())
+        if "ocimirror_schema" not in existing:
+            if taken := sorted(existing & set(self._md.tables)):
                 raise SchemaError(
-                    "the database has ocimirror tables but no schema version record; "
-                    "it was not created by ocimirror"
+                    f"the database has ocimirror tables ({', '.join(taken)}) but no schema "
+                    "version record; it was not created by ocimirror"
                 )
-            self._md.create_all(conn)
+            # None of the tables exists (just checked, in this transaction).
+            self._md.create_all(conn, checkfirst=False)
             conn.execute(self._schema.insert().values(id=1, version=SCHEMA_VERSION))
             log.info("created metadata schema version %d", SCHEMA_VERSION)
             return
