@@ -8,26 +8,26 @@ listed under ``sync.dropped`` with their reasons) and 1 when it failed (nothing 
 
 from __future__ import annotations
 
+# Start-up is part of every command: ``--help`` and ``--version`` load no I/O library, and each
+# verb imports what it needs when it runs (tests/test_startup.py holds this).
 import argparse
-import asyncio
 import json
-import logging
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from pathlib import Path
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ocimirror._version import __version__
 from ocimirror.errors import InvalidError, OcimirrorError
-from ocimirror.registry import AsyncRegistry
-from ocimirror.remote import POLICIES, Remote, SyncPolicy
-from ocimirror.upstream import redact_text
 
 if TYPE_CHECKING:
+    import logging
+
+    from ocimirror.registry import AsyncRegistry
     from ocimirror.sync import SyncProgress, SyncResult
 
 __all__ = ["main"]
 
-Handler = Callable[[AsyncRegistry, argparse.Namespace], Coroutine[Any, Any, Any]]
+Handler = Callable[["AsyncRegistry", argparse.Namespace], Coroutine[Any, Any, Any]]
 
 
 class UsageError(Exception):
@@ -113,35 +113,50 @@ async def repository_version_destroy(reg: AsyncRegistry, args: argparse.Namespac
 
 
 class _Bars:
-    """Live progress on stderr (tqdm), one line per repository."""
+    """Live progress on stderr (tqdm): one line for one repository; for ``--all``, one line
+    that adds up every repository (tags done, manifests, blobs, bytes), whichever process
+    syncs it."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, combined: bool = False) -> None:
         self.enabled = enabled
+        self.combined = combined
         self._bars: dict[str, Any] = {}
+        self._latest: dict[str, SyncProgress] = {}
 
     def __call__(self, p: SyncProgress) -> None:
         if not self.enabled:
             return
+        if not self.combined:
+            self._draw(p.repository, p.repository, [p])
+            return
+        self._latest[p.repository] = p
+        repos = list(self._latest.values())
+        done = sum(r.phase == "done" for r in repos)
+        self._draw("all", f"{done}/{len(repos)} repositories", repos)
+
+    def _draw(self, key: str, desc: str, parts: list[SyncProgress]) -> None:
         from tqdm import tqdm
 
-        bar = self._bars.get(p.repository)
+        bar = self._bars.get(key)
         if bar is None:
-            bar = tqdm(
-                total=p.tags_total or None,
-                desc=p.repository,
-                unit="tag",
-                file=sys.stderr,
-                leave=True,
-                dynamic_ncols=True,
-            )
-            self._bars[p.repository] = bar
-        if p.tags_total and bar.total != p.tags_total:
-            bar.total = p.tags_total
-        bar.n = p.tags_done
+            bar = tqdm(desc=desc, unit="tag", file=sys.stderr, leave=True, dynamic_ncols=True)
+            self._bars[key] = bar
+        total = sum(p.tags_total for p in parts)
+        if total and bar.total != total:
+            bar.total = total
+        bar.n = sum(p.tags_done for p in parts)
+        bar.set_description_str(desc, refresh=False)
+        phases = {p.phase for p in parts}
+        phase = parts[0].phase if len(phases) == 1 else "syncing"
+        manifests = (
+            sum(p.manifests_downloaded for p in parts),
+            sum(p.manifests_reused for p in parts),
+        )
+        blobs = (sum(p.blobs_downloaded for p in parts), sum(p.blobs_reused for p in parts))
+        megabytes = sum(p.bytes_downloaded for p in parts) / 1e6
         bar.set_postfix_str(
-            f"{p.phase} manifests {p.manifests_downloaded}+{p.manifests_reused} "
-            f"blobs {p.blobs_downloaded}+{p.blobs_reused} "
-            f"{p.bytes_downloaded / 1e6:.1f} MB",
+            f"{phase} manifests {manifests[0]}+{manifests[1]} blobs {blobs[0]}+{blobs[1]} "
+            f"{megabytes:.1f} MB",
             refresh=True,
         )
 
@@ -175,11 +190,15 @@ def _sync_exit(results: list[SyncResult | BaseException]) -> int:
 
 
 async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    from ocimirror.remote import SyncPolicy
+
     policy = SyncPolicy(mirror=args.mirror)
-    bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty())
+    bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty(), combined=args.all)
     try:
         if args.all:
-            results = await reg.sync_all(policy=policy, concurrency=args.concurrency, progress=bars)
+            results = await reg.sync_all(
+                policy=policy, concurrency=args.concurrency, workers=args.workers, progress=bars
+            )
             out: list[dict[str, Any]] = []
             errors: list[str] = []
             for name, result in results.items():
@@ -193,6 +212,8 @@ async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
             return _Partial(out, errors, _sync_exit(list(results.values())))
         if args.name is None:
             raise UsageError("repository sync needs --name NAME or --all")
+        if args.workers is not None:
+            raise UsageError("--workers spreads the repositories of --all; one sync runs in one")
         repo = await reg.repository(args.name)
         result = await repo.sync(args.remote, policy=policy, progress=bars)
         problem = _sync_problem(result)
@@ -254,11 +275,15 @@ def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
         if patterns is not None:
             fields[name] = tuple(patterns)
     if getattr(args, "ca_cert", None) is not None:
+        from pathlib import Path
+
         fields["ca_cert"] = Path(args.ca_cert).read_text() if args.ca_cert else None
     return fields
 
 
 async def remote_create(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    from ocimirror.remote import Remote
+
     remote = Remote(name=args.name, **_remote_fields(args))
     return (await reg.create_remote(remote)).to_json()
 
@@ -389,6 +414,22 @@ async def repair(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
 # -- the parser --------------------------------------------------------------------------------
 
 
+class _Policies:
+    """``--policy``'s choices: :data:`ocimirror.remote.POLICIES`, read when argparse checks a
+    value or prints them, so building the parser imports no model module."""
+
+    def _all(self) -> tuple[str, ...]:
+        from ocimirror.remote import POLICIES
+
+        return POLICIES
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -405,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="metadata database (env OCIMIRROR_DATABASE_URL)")
     parser.add_argument("--storage-url", help="blob storage (env OCIMIRROR_STORAGE_URL)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs on stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def verb(sub: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -434,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", help="default: the repository's own remote")
     p.add_argument("--mirror", action="store_true", help="remove what upstream no longer has")
     p.add_argument("--concurrency", type=int, default=32, help="shared budget with --all")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --all: event loops (this process and N-1 worker processes) that share the "
+        "repositories; default: one per core",
+    )
     p.add_argument("--no-progress", action="store_true")
     p = verb(rs, "import", repository_import, "import an OCI image layout (dir or tar)")
     p.add_argument("--name", required=True)
@@ -469,7 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--include-tags", action="append", metavar="PATTERN")
         p.add_argument("--exclude-tags", action="append", metavar="PATTERN")
         p.add_argument("--sigstore")
-        p.add_argument("--policy", choices=POLICIES)
+        p.add_argument(
+            "--policy", choices=_Policies(), metavar="POLICY", help="one of: %(choices)s"
+        )
         p.add_argument("--username")
         p.add_argument("--password")
         p.add_argument("--tls-validation", action=argparse.BooleanOptionalAction, default=None)
@@ -579,6 +630,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> Any:
+    from ocimirror.registry import AsyncRegistry
+
     registry = await AsyncRegistry.open(
         home=args.home, database_url=args.database_url, storage_url=args.storage_url
     )
@@ -591,6 +644,10 @@ async def _run(args: argparse.Namespace) -> Any:
 def _redact_record(record: logging.LogRecord) -> bool:
     """Show every log line on stderr with URLs cut to scheme, host and path."""
     message = record.getMessage()
+    if "://" not in message:  # no URL to cut: spare the line the upstream package's import
+        return True
+    from ocimirror.upstream import redact_text
+
     redacted = redact_text(message)
     if redacted != message:
         record.msg, record.args = redacted, None
@@ -603,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "private", None) is None and args.group == "distribution":
         args.private = False if args.verb == "create" else None
+    import asyncio
+    import logging
+
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",

@@ -7,11 +7,12 @@ import logging
 import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ocimirror.backends.blobs import BlobLister, BlobStore, open_blob_store
+from ocimirror.backends import open_stores
+from ocimirror.backends.blobs import BlobLister, BlobStore
 from ocimirror.backends.metadata import MetadataStore, UserRecord
 from ocimirror.config import Config
 from ocimirror.core.digest import Digest
@@ -23,8 +24,11 @@ from ocimirror.ingest import Ingest
 from ocimirror.push import Push
 from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.repository import AsyncRepository, check_retain
-from ocimirror.sync import SyncProgress, SyncResult, sync_all
 from ocimirror.users import Users
+
+if TYPE_CHECKING:
+    # A sync needs the upstream client (httpx): imported when a sync runs, not on open.
+    from ocimirror.sync import SyncProgress, SyncResult
 
 __all__ = ["AsyncRegistry", "CleanupReport", "RepairReport"]
 
@@ -110,11 +114,9 @@ class AsyncRegistry:
             storage_options=storage_options,
         )
         config.prepare()
-        from ocimirror.backends.sql import SQLMetadataStore
-
-        metadata = SQLMetadataStore(config.database_url)
-        await metadata.open()
-        blobs = open_blob_store(config.storage_url, **dict(config.storage_options))
+        metadata, blobs = await open_stores(
+            config.database_url, config.storage_url, config.storage_options
+        )
         return cls(metadata, blobs, config=config)
 
     async def close(self) -> None:
@@ -324,18 +326,49 @@ class AsyncRegistry:
         policy: SyncPolicy | None = None,
         mirror: bool | None = None,
         concurrency: int = 32,
+        workers: int | None = None,
         progress: Callable[[SyncProgress], None] | None = None,
     ) -> dict[str, SyncResult | BaseException]:
         """Sync many repositories (default: all with a remote) concurrently, one shared budget.
 
         Each gets its own version; a failure is returned in place of that repository's result.
+        ``workers`` event loops share the work (default: one per core): this process's and
+        worker processes that open the same database and blob store (see
+        :mod:`ocimirror.workers`); never more loops than repositories. Stores that live in
+        one process (``memory://``, in-memory SQLite, stores passed in as objects) sync in
+        this process alone, and asking for ``workers > 1`` with them is an error.
         """
+        from ocimirror import workers as pool
+        from ocimirror.sync import sync_all
+
         if mirror is not None:
             policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
-        return await sync_all(
+        if workers is not None and workers < 1:
+            raise InvalidError(f"workers must be >= 1, got {workers}")
+        if repositories is None:
+            names = [r.name for r in await self.metadata.list_repositories() if r.remote]
+        else:
+            names = list(dict.fromkeys(repositories))
+        why_not = pool.shareable(self.config)
+        if workers is not None and workers > 1 and why_not is not None:
+            raise InvalidError(f"cannot sync in {workers} worker processes: {why_not}")
+        loops = min(pool.default_workers() if workers is None else workers, len(names))
+        if loops < 2 or why_not is not None:
+            return await sync_all(
+                self.metadata,
+                self.blobs,
+                names,
+                policy=policy,
+                concurrency=concurrency,
+                progress=progress,
+            )
+        assert self.config is not None
+        return await pool.sync_in_workers(
             self.metadata,
             self.blobs,
-            repositories,
+            self.config,
+            names,
+            workers=loops,
             policy=policy,
             concurrency=concurrency,
             progress=progress,

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ocimirror.backends.blobs import BlobStore
+from ocimirror.backends.blobs import BlobLocalPath, BlobStore
 from ocimirror.backends.metadata import (
     ContentBatch,
     Lease,
@@ -80,6 +80,7 @@ class SyncProgress:
     blobs_downloaded: int = 0
     blobs_reused: int = 0
     bytes_downloaded: int = 0
+    #: ``listing``, ``resolving``, ``downloading``, ``publishing``, then ``done``.
     phase: str = "listing"
 
 
@@ -181,6 +182,8 @@ class _Job:
         #: Manifests fetched by tag (a first sync of the tag), waiting to be processed.
         self._fetched: dict[str, FetchedManifest] = {}
         self._blobs = inflight_blobs  # shared by every job of one sync_all
+        self._counted: set[str] = set()  # blobs this job has counted (downloaded or reused)
+        self._local_store: bool | None = None  # whether blobs are files here (found lazily)
         self.batch = ContentBatch()
         #: Why a digest could not be synced (fetch, parse or a child failed).
         self.reasons: dict[str, str] = {}
@@ -243,9 +246,13 @@ class _Job:
                 raise _Skip(f"{digest} is a schema 1 manifest: it is never converted")
             self.progress.manifests_downloaded += 1
             wanted = self._wanted_blobs(manifest)
+            unrecorded = await self._unrecorded(wanted)
             await asyncio.gather(
                 self._ensure_manifests([(c.digest, c.media_type) for c in manifest.children()]),
-                *(self.blob(b.digest, b.size, b.media_type) for b in wanted),
+                *(
+                    self.blob(b.digest, b.size, look=str(b.digest) not in unrecorded)
+                    for b in wanted
+                ),
             )
         except _Skip as exc:
             self.skips.setdefault(key, str(exc))
@@ -269,19 +276,52 @@ class _Job:
             if self.remote.include_foreign_layers or MediaType.is_distributable(b.media_type)
         ]
 
-    def blob(self, digest: Digest, size: int, media_type: str) -> asyncio.Future[None]:
-        """The future of one blob being stored; one per digest across the whole run."""
+    async def _unrecorded(self, wanted: list[Descriptor]) -> set[str]:
+        """The wanted blobs not worth looking for in storage before downloading them.
+
+        On local disk, none: a ``stat`` costs less than a query. Elsewhere (S3: a ``stat`` is a
+        HEAD request) those the database has no record of, found with one query; a blob an
+        interrupted run stored without recording it is then downloaded again.
+        """
+        if not wanted:
+            return set()
+        if self._local_store is None:
+            blobs = self.ingest.blobs
+            self._local_store = (
+                isinstance(blobs, BlobLocalPath) and blobs.local_path(wanted[0].digest) is not None
+            )
+        if self._local_store:
+            return set()
+        keys = [str(b.digest) for b in wanted]
+        return set(keys) - await self.metadata.known_blob_digests(keys)
+
+    def blob(self, digest: Digest, size: int, *, look: bool = True) -> asyncio.Future[None]:
+        """The future of one blob being stored; one per digest across the whole run.
+
+        With ``look``, a copy already in storage is reused instead of downloaded.
+
+        Each job counts each of its blobs once: downloaded by it, or reused (stored already,
+        or brought in by another job of the run).
+        """
         key = str(digest)
         future = self._blobs.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._ensure_blob(digest, size, media_type))
+            future = asyncio.ensure_future(self._ensure_blob(digest, size, look=look))
             self._blobs[key] = future
+            self._counted.add(key)
+        elif key not in self._counted:
+            self._counted.add(key)
+            future.add_done_callback(self._reused_from_another_job)
         return future
 
-    async def _ensure_blob(self, digest: Digest, size: int, media_type: str) -> None:
+    def _reused_from_another_job(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.progress.blobs_reused += 1
+
+    async def _ensure_blob(self, digest: Digest, size: int, *, look: bool) -> None:
         # Stored already (by any repository, or by an earlier run that crashed before
         # recording it): reuse it.
-        if await self.ingest.blobs.stat(digest) == size:
+        if look and await self.ingest.blobs.stat(digest) == size:
             self.progress.blobs_reused += 1
             return
         async with self.limit:
@@ -495,6 +535,8 @@ async def sync_repository(
             await client.aclose()
         await metadata.release_lease(repository, holder=lease.holder)
     p = job.progress
+    p.phase = "done"
+    job._tick()
     result = SyncResult(
         repository=repository,
         version=RepositoryVersion.from_record(published.version),
