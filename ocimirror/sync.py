@@ -57,7 +57,7 @@ from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import InvalidError, LeaseLost, OcimirrorError
 from ocimirror.ingest import Ingest, IngestStore, Published, manifest_entry
 from ocimirror.remote import Remote, SyncPolicy
-from ocimirror.upstream import FetchedManifest, RegistryClient, redact_text
+from ocimirror.upstream import FetchedManifest, RegistryClient, SharedConnections, redact_text
 from ocimirror.versions import RepositoryVersion
 
 __all__ = ["SyncProgress", "SyncResult", "SyncStore", "sync_all", "sync_repository"]
@@ -478,14 +478,15 @@ async def sync_repository(
     client: RegistryClient | None = None,
     progress: Callable[[SyncProgress], None] | None = None,
     limit: asyncio.Semaphore | None = None,
+    connections: SharedConnections | None = None,
     _inflight: dict[str, asyncio.Future[None]] | None = None,
 ) -> SyncResult:
     """Sync one repository from a remote (default: the repository's own remote).
 
     A sync is a job over the stores, an upstream client and a policy. ``client`` lets a caller
     supply the upstream client (tests, custom transports); ``limit`` shares a download budget
-    between several syncs. Raises LeaseLost when another process took the repository's lease
-    over: nothing is published then.
+    between several syncs, ``connections`` their upstream connections. Raises LeaseLost when
+    another process took the repository's lease over: nothing is published then.
     """
     started = time.monotonic()
     policy = policy or SyncPolicy()
@@ -502,7 +503,8 @@ async def sync_repository(
         repository, holder=_holder(), purpose="sync", ttl=LEASE_TTL, is_stale=_is_stale
     )
     own_client = client is None
-    client = client or RegistryClient.from_remote(remote)
+    if client is None:
+        client = connections.client(remote) if connections else RegistryClient.from_remote(remote)
     job = _Job(
         Ingest(metadata, blobs),
         record,
@@ -574,8 +576,9 @@ async def sync_all(
 ) -> dict[str, SyncResult | BaseException]:
     """Sync many repositories (default: every one with a remote) concurrently in one process.
 
-    They share one download budget of ``concurrency``; each produces its own version; one
-    failure does not stop the others and is returned in place of its result.
+    They share one download budget of ``concurrency`` and the connections to each upstream;
+    each produces its own version; one failure does not stop the others and is returned in
+    place of its result.
     """
     if repositories is None:
         names = [r.name for r in await metadata.list_repositories() if r.remote is not None]
@@ -583,6 +586,7 @@ async def sync_all(
         names = list(repositories)
     limit = asyncio.Semaphore(concurrency)
     inflight: dict[str, asyncio.Future[None]] = {}
+    connections = SharedConnections()
 
     async def one(name: str) -> SyncResult | BaseException:
         try:
@@ -593,11 +597,15 @@ async def sync_all(
                 policy=policy,
                 progress=progress,
                 limit=limit,
+                connections=connections,
                 _inflight=inflight,
             )
         except (OcimirrorError, OSError) as exc:
             log.error("%s: sync failed: %s", name, _describe(exc))
             return exc
 
-    results = await asyncio.gather(*(one(n) for n in names))
+    try:
+        results = await asyncio.gather(*(one(n) for n in names))
+    finally:
+        await connections.aclose()
     return dict(zip(names, results, strict=True))

@@ -49,6 +49,7 @@ from ocimirror.config import Config
 from ocimirror.errors import InvalidError, OcimirrorError
 from ocimirror.remote import SyncPolicy
 from ocimirror.sync import SyncProgress, SyncResult, SyncStore, sync_repository
+from ocimirror.upstream import SharedConnections
 
 __all__ = ["WorkerFailed", "default_workers", "shareable", "sync_in_workers"]
 
@@ -227,25 +228,34 @@ async def _own_lanes(
     progress: Callable[[SyncProgress], None] | None,
 ) -> None:
     """The calling process syncs too, in its own loop, from the same list."""
-    limit = asyncio.Semaphore(spec.concurrency)
-    inflight: dict[str, asyncio.Future[None]] = {}
+    shared = _Shared(spec.concurrency)
 
     async def lane() -> None:
         while (name := dispatch.take()) is not None:
-            dispatch.results[name] = await _sync_one(
-                metadata, blobs, name, spec.policy, limit, inflight, progress
-            )
+            dispatch.results[name] = await _sync_one(metadata, blobs, name, spec, shared, progress)
 
-    await asyncio.gather(*(lane() for _ in range(spec.lanes)))
+    try:
+        await asyncio.gather(*(lane() for _ in range(spec.lanes)))
+    finally:
+        await shared.connections.aclose()
+
+
+class _Shared:
+    """What the syncs of one loop share: the download budget, the upstream connections, and
+    the blobs being downloaded."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.limit = asyncio.Semaphore(concurrency)
+        self.connections = SharedConnections()
+        self.inflight: dict[str, asyncio.Future[None]] = {}
 
 
 async def _sync_one(
     metadata: SyncStore,
     blobs: BlobStore,
     name: str,
-    policy: SyncPolicy | None,
-    limit: asyncio.Semaphore,
-    inflight: dict[str, asyncio.Future[None]],
+    spec: _Spec,
+    shared: _Shared,
     progress: Callable[[SyncProgress], None] | None,
 ) -> SyncResult | BaseException:
     try:
@@ -253,10 +263,11 @@ async def _sync_one(
             metadata,
             blobs,
             name,
-            policy=policy,
+            policy=spec.policy,
             progress=progress,
-            limit=limit,
-            _inflight=inflight,
+            limit=shared.limit,
+            connections=shared.connections,
+            _inflight=shared.inflight,
         )
     except (OcimirrorError, OSError) as exc:
         log.error("%s: sync failed: %s", name, f"{type(exc).__name__}: {exc}")
@@ -393,8 +404,7 @@ async def _work(pipe: _Pipe) -> None:
         config.database_url, config.storage_url, config.storage_options
     )
     reporter = _Reporter(pipe) if spec.progress else None
-    limit = asyncio.Semaphore(spec.concurrency)
-    inflight: dict[str, asyncio.Future[None]] = {}
+    shared = _Shared(spec.concurrency)
     asking = asyncio.Lock()  # one request for a name at a time: answers come in order
 
     async def next_name() -> str | None:
@@ -405,12 +415,13 @@ async def _work(pipe: _Pipe) -> None:
 
     async def lane() -> None:
         while (name := await next_name()) is not None:
-            result = await _sync_one(metadata, blobs, name, spec.policy, limit, inflight, reporter)
+            result = await _sync_one(metadata, blobs, name, spec, shared, reporter)
             pipe.send_result(name, result)
 
     try:
         await asyncio.gather(*(lane() for _ in range(spec.lanes)))
     finally:
+        await shared.connections.aclose()
         await metadata.close()
         await blobs.close()
 

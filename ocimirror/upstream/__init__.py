@@ -35,6 +35,7 @@ from ocimirror.upstream.retry import (
     parse_retry_after,
     retryable_status,
 )
+from ocimirror.upstream.shared import SharedConnections
 from ocimirror.upstream.sink import BlobSink, SinkWriter
 from ocimirror.upstream.stats import REQUEST_KINDS, RequestStats
 
@@ -55,6 +56,7 @@ __all__ = [
     "RegistryClient",
     "RequestStats",
     "RetryPolicy",
+    "SharedConnections",
     "SinkWriter",
     "Token",
     "TransientError",

@@ -334,26 +334,30 @@ class RegistryClient:
 
     # -- lifecycle
 
+    def new_http_client(self) -> httpx.AsyncClient:
+        """A new httpx client with this client's TLS, proxy, timeout, pool size and HTTP stack
+        (what it makes for itself unless given one); whoever asks closes it."""
+        limits = httpx.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections,
+        )
+        if self._transport is not None:
+            return httpx.AsyncClient(
+                transport=self._transport, timeout=self._timeout, limits=limits
+            )
+        kind = AiohttpClient if self.http_backend == "aiohttp" else httpx.AsyncClient
+        return kind(
+            verify=ssl_context(self._verify),
+            proxy=self._proxy,
+            timeout=self._timeout,
+            limits=limits,
+        )
+
     def _http(self) -> httpx.AsyncClient:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         if self._client is None:
-            limits = httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=self._max_connections,
-            )
-            if self._transport is not None:
-                self._client = httpx.AsyncClient(
-                    transport=self._transport, timeout=self._timeout, limits=limits
-                )
-            else:
-                kind = AiohttpClient if self.http_backend == "aiohttp" else httpx.AsyncClient
-                self._client = kind(
-                    verify=ssl_context(self._verify),
-                    proxy=self._proxy,
-                    timeout=self._timeout,
-                    limits=limits,
-                )
+            self._client = self.new_http_client()
         return self._client
 
     async def aclose(self) -> None:
