@@ -113,6 +113,13 @@ def mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} MB"
 
 
+def rss_row(left: dict[str, Any], right: dict[str, Any]) -> tuple[str, ...]:
+    """A table row with the peak RSS of two measurements and their ratio."""
+    a, b = left.get("rss_mb"), right.get("rss_mb")
+    ratio = f"{b / a:.2f}x" if a and b else ""
+    return ("  peak RSS (largest process)", mb(a), mb(b), ratio, "", "")
+
+
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Print rows under a header: the first column left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -994,18 +1001,7 @@ def report_scale(s: dict[str, Any]) -> None:
                 "",
             )
         )
-        rows.append(
-            (
-                "  peak RSS (largest process)",
-                mb(at1.get("rss_mb")),
-                mb(atk.get("rss_mb")),
-                f"{atk['rss_mb'] / at1['rss_mb']:.2f}x"
-                if atk.get("rss_mb") and at1.get("rss_mb")
-                else "",
-                "",
-                "",
-            )
-        )
+        rows.append(rss_row(at1, atk))
         rows.append(
             (
                 "  requests to the upstream per image",
@@ -1088,18 +1084,7 @@ def report(figures: dict[str, Any]) -> None:
                 "",
             )
         )
-        rows.append(
-            (
-                "  peak RSS (largest process)",
-                mb(sk.get("rss_mb")),
-                mb(om.get("rss_mb")),
-                f"{om['rss_mb'] / sk['rss_mb']:.2f}x"
-                if om.get("rss_mb") and sk.get("rss_mb")
-                else "",
-                "",
-                "",
-            )
-        )
+        rows.append(rss_row(sk, om))
     if "big" in s:
         sk, om = s["big"]["skopeo"], s["big"]["ocimirror"]
         rows.append(
