@@ -268,7 +268,12 @@ class Ingest:
         tags = dict(tags or {})
         untagged = list(dict.fromkeys(untagged))
         reasons = reasons or {}
-        rejected = await self.metadata.record_content(batch) if batch else {}
+        # A batch of reused content only (a re-sync that found everything stored) records
+        # nothing new: its touches wait until a version is certain to be built, since a no-op
+        # leaves that content in the latest version, where no orphan cleanup reaches it.
+        touches_only = not (batch.blobs or batch.manifests or batch.signatures)
+        recording = bool(batch) and not touches_only
+        rejected = await self.metadata.record_content(batch) if recording else {}
         roots = list(dict.fromkeys([*tags.values(), *untagged]))
         recorded = await self.metadata.existing_manifests(roots) if roots else set()
 
@@ -316,6 +321,8 @@ class Ingest:
                     dropped=tuple(dropped),
                     rejected=rejected,
                 )
+        if batch and touches_only:
+            rejected = await self.metadata.record_content(batch)
         async with self.metadata.new_version(repository, lease=lease) as builder:
             if mark_mirror:
                 await builder.set_mirror(True)
