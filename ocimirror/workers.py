@@ -49,7 +49,7 @@ from ocimirror.config import Config
 from ocimirror.errors import InvalidError, OcimirrorError
 from ocimirror.remote import SyncPolicy
 from ocimirror.sync import SyncProgress, SyncResult, SyncStore, sync_repository
-from ocimirror.upstream import SharedConnections
+from ocimirror.upstream import SharedConnections, redact_text
 
 __all__ = ["WorkerFailed", "default_workers", "shareable", "sync_in_workers"]
 
@@ -270,7 +270,7 @@ async def _sync_one(
             _inflight=shared.inflight,
         )
     except (OcimirrorError, OSError) as exc:
-        log.error("%s: sync failed: %s", name, f"{type(exc).__name__}: {exc}")
+        log.error("%s: sync failed: %s", name, redact_text(f"{type(exc).__name__}: {exc}"))
         return exc
 
 
