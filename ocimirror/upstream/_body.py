@@ -125,10 +125,11 @@ def body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
 
 
 async def prefetched(
-    chunks: AsyncGenerator[bytes, None], *, max_chunks: int = 128
+    chunks: AsyncGenerator[bytes, None], *, max_chunks: int = 32
 ) -> AsyncGenerator[bytes, None]:
-    """Read ``chunks`` ahead in a task (at most ``max_chunks``, ~8 MiB of httpx's chunks), so
-    the consumer's own awaits (hashing and writing a blob) overlap receiving the next bytes.
+    """Read ``chunks`` ahead in a task (at most ``max_chunks``: ~8 MiB of the aiohttp stack's
+    256 KiB reads, 2 MiB of httpx's 64 KiB ones), so the consumer's own awaits (hashing and
+    writing a blob) overlap receiving the next bytes.
 
     Errors of the source surface at the point of the stream where they happened.
     """

@@ -49,8 +49,9 @@ HTTP_BACKEND_ENV = "OCIMIRROR_HTTP_BACKEND"
 _MAX_HEADER_LINE = 64 * 1024
 
 #: Bytes asked for per body read on the aiohttp stack (httpx-aiohttp's default is 16 KiB;
-#: httpcore reads 64 KiB): fewer, larger chunks cost less per byte.
-_AIOHTTP_CHUNK = 64 * 1024
+#: httpcore reads 64 KiB): fewer, larger chunks cost less per byte (a 512 MiB layer synced in
+#: 1.28-1.39 s with 256 KiB reads, 1.28-1.94 s with 64 KiB ones).
+_AIOHTTP_CHUNK = 256 * 1024
 
 _DEFAULT_LIMITS = httpx.Limits()
 
