@@ -53,9 +53,8 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]  # the other benchmarks' helpers, the fixtures
 
 import httpx  # noqa: E402
-from push_vs_registry import serve_ocimirror  # noqa: E402
-from serve_vs_registry import SessionCPU, parse_wrk, run_group  # noqa: E402
-from sync_vs_skopeo import Deadline, log, print_table  # noqa: E402
+from serve_vs_registry import SessionCPU, parse_wrk, run_group, serve_ocimirror  # noqa: E402
+from sync_vs_skopeo import command_line, log, print_table, start_deadline  # noqa: E402
 
 import ocimirror  # noqa: E402
 from ocimirror.testing import random_image, write_layout  # noqa: E402
@@ -316,22 +315,11 @@ def main() -> int:
         parser.error("--pairs and --duration must be >= 1")
     wrk = ensure_wrk()
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Deadline(f"the benchmark ran past --timeout {args.timeout:.0f}s")
+    start_deadline(args.timeout)
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(max(1, int(args.timeout)))
-
-    python = sys.executable
-    if python.startswith(str(ROOT)):
-        python = os.path.relpath(python, ROOT)
     version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
     figures: dict[str, Any] = {
-        "command": shlex.join([python, os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        "command": command_line(__file__),
         "cpus": os.cpu_count(),
         "workers": args.workers,
         "wrk": (version.stdout or version.stderr).split(" Copyright")[0].strip(),

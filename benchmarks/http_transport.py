@@ -74,7 +74,7 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests")]  # the other benchmarks' helpers
 
 import httpx  # noqa: E402
 from fixtures.registry import MANIFEST_TYPES, Registry, run_registry  # noqa: E402
-from sync_vs_skopeo import Deadline, log, print_table  # noqa: E402
+from sync_vs_skopeo import Deadline, log, print_table, start_deadline  # noqa: E402
 
 from ocimirror.backends.blobs import open_blob_store  # noqa: E402
 from ocimirror.core.digest import Digest  # noqa: E402
@@ -362,11 +362,7 @@ def main() -> int:
     if missing:
         parser.error(f"not installed: {', '.join(missing)}")
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Deadline(f"the benchmark ran past --timeout {args.timeout:.0f}s")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(max(1, int(args.timeout)))
+    start_deadline(args.timeout)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="ocimirror-bench-transport-") as tmp,

@@ -40,7 +40,6 @@ skopeo and both servers share the machine's cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
@@ -54,7 +53,6 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -63,25 +61,24 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]  # the other benchmarks' helpers, the fixtures
 
-import httpx  # noqa: E402
 from fixtures.registry import REGISTRY_BINARY, Registry, run_registry  # noqa: E402
 from serve_vs_registry import (  # noqa: E402
     REGISTRY_CONFIG,
     SessionCPU,
-    _free_port,
-    _kill_group,
-    _session_members,
+    _children,
+    serve_ocimirror,
 )
 from sync_vs_skopeo import (  # noqa: E402
     SKOPEO,
-    Deadline,
     MiB,
     ProcessCPU,
     clean_env,
+    command_line,
     corpus_plan,
     log,
     print_table,
     run_measured,
+    start_deadline,
 )
 
 import ocimirror  # noqa: E402
@@ -150,19 +147,6 @@ def write_corpus(root: Path, images: int, repos: int) -> dict[str, Any]:
 # -- an ocimirror server and its workers' memory ---------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (granian's workers, for the serve process)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return sorted(children)
-
-
 def _status_kib(pid: int, field: str) -> int | None:
     """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``), or None."""
     try:
@@ -219,65 +203,6 @@ class WorkerMemory:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
-
-@contextlib.contextmanager
-def serve_ocimirror(
-    home: Path, *, auth: bool, workers: int, log_path: Path
-) -> Iterator[tuple[str, int]]:
-    """``python -m ocimirror --home H serve [--no-auth]`` in its own session; ``(url, pid)``.
-
-    Ready once ``GET /v2/`` answers (200, or 401 with token auth); the whole session is killed
-    on exit.
-    """
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "ocimirror", "--home", str(home), "serve",
-        "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-        *([] if auth else ["--no-auth"]),
-    ]  # fmt: skip
-    setpriv = shutil.which("setpriv")
-    if setpriv:  # if this benchmark is killed outright, granian's main process goes too
-        command = [setpriv, "--pdeathsig", "TERM", *command]
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=home,
-            env=clean_env(),
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        with httpx.Client(trust_env=False, timeout=2.0) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"ocimirror serve exited:\n{log_path.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"ocimirror serve did not answer on {url} in 60 s")
-                try:
-                    if client.get(f"{url}/v2/").status_code == (401 if auth else 200):
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        # granian starts its workers one by one: wait until all of them are there.
-        while len(_children(proc.pid)) < workers and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield url, proc.pid
-    finally:
-        _kill_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        _kill_group(proc.pid)  # whatever is left of the group (workers)
-        for pid in _session_members(proc.pid):  # and of the session, should any have moved
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
 
 
 def ocimirror_cli(home: Path, *args: str, stdin: str | None = None) -> None:
@@ -586,20 +511,9 @@ def main() -> int:
         if not Path(tool).exists():
             parser.error(f"{tool} is not installed (apt-get install -y {Path(tool).name})")
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Deadline(f"the benchmark ran past --timeout {args.timeout:.0f}s")
+    start_deadline(args.timeout)
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(max(1, int(args.timeout)))
-
-    python = sys.executable
-    if python.startswith(str(ROOT)):
-        python = os.path.relpath(python, ROOT)
-    command = shlex.join([python, os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    command = command_line(__file__)
     registry_version = "docker-registry (not run)"
     if "registry" in args.modes:
         out = subprocess.run(

@@ -64,17 +64,18 @@ import httpx  # noqa: E402
 from fixtures.registry import MANIFEST_TYPES, Registry, run_registry  # noqa: E402
 from sync_vs_skopeo import (  # noqa: E402
     SKOPEO,
-    Deadline,
     MiB,
     ProcessCPU,
     check_results,
     clean_env,
+    command_line,
     corpus_plan,
     log,
     print_table,
     push_big_image,
     push_corpus,
     run_measured,
+    start_deadline,
     upstream_digests,
     write_big_layer,
 )
@@ -141,14 +142,35 @@ class SessionCPU:
         return total / self._ticks
 
 
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (granian's workers, for the serve process)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return sorted(children)
+
+
 @contextlib.contextmanager
-def serve_ocimirror(home: Path, workers: int, log_path: Path) -> Iterator[tuple[str, int]]:
-    """``python -m ocimirror --home H serve`` in its own session; (url, pid). Killed on exit."""
+def serve_ocimirror(
+    home: Path, *, auth: bool, workers: int, log_path: Path
+) -> Iterator[tuple[str, int]]:
+    """``python -m ocimirror --home H serve [--no-auth]`` in its own session; ``(url, pid)``.
+    docker-registry serves without auth here, so this benchmark uses ``--no-auth``
+    (``auth_overhead.py`` measures what token auth costs).
+
+    Ready once ``GET /v2/`` answers (200, or 401 with token auth); the whole session is killed
+    on exit.
+    """
     port = _free_port()
     command = [
         sys.executable, "-m", "ocimirror", "--home", str(home), "serve",
         "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-        "--no-auth",  # docker-registry serves without auth too (auth_overhead.py measures it)
+        *([] if auth else ["--no-auth"]),
     ]  # fmt: skip
     setpriv = shutil.which("setpriv")
     if setpriv:  # if this benchmark is killed outright, granian's main process goes too
@@ -173,11 +195,14 @@ def serve_ocimirror(home: Path, workers: int, log_path: Path) -> Iterator[tuple[
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"ocimirror serve did not answer on {url} in 60 s")
                 try:
-                    if client.get(f"{url}/v2/").status_code == 200:
+                    if client.get(f"{url}/v2/").status_code == (401 if auth else 200):
                         break
                 except httpx.TransportError:
                     pass
                 time.sleep(0.05)
+        # granian starts its workers one by one: wait until all of them are there.
+        while len(_children(proc.pid)) < workers and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield url, proc.pid
     finally:
         _kill_group(proc.pid, signal.SIGTERM)
@@ -495,7 +520,12 @@ class Bench:
         home.mkdir()
         figures["ocimirror_sync"] = self.fill_ocimirror(home)
         url, pid = stack.enter_context(
-            serve_ocimirror(home, self.args.workers, self.work / "ocimirror-serve.log")
+            serve_ocimirror(
+                home,
+                auth=False,
+                workers=self.args.workers,
+                log_path=self.work / "ocimirror-serve.log",
+            )
         )
         self.urls["ocimirror"], self.cpu["ocimirror"] = url, SessionCPU(pid)
         log(f"ocimirror serve at {url} ({self.args.workers} workers)")
@@ -673,20 +703,9 @@ def main() -> int:
         if not Path(tool).exists():
             parser.error(f"{tool} is not installed")
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Deadline(f"the benchmark ran past --timeout {args.timeout:.0f}s")
+    start_deadline(args.timeout)
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(max(1, int(args.timeout)))
-
-    python = sys.executable
-    if python.startswith(str(ROOT)):
-        python = os.path.relpath(python, ROOT)
-    command = shlex.join([python, os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    command = command_line(__file__)
     figures: dict[str, Any] = {
         "command": command,
         "cpus": os.cpu_count(),

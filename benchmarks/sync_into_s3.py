@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import statistics
@@ -55,7 +54,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fixtures.postgres import POSTGRES_URL, _admin  # noqa: E402
 from fixtures.registry import Registry, run_registry  # noqa: E402
 from fixtures.s3 import S3Server, _empty_bucket, s3_server  # noqa: E402
-from sync_vs_skopeo import Deadline, log, print_table  # noqa: E402
+from sync_vs_skopeo import command_line, log, print_table, start_deadline  # noqa: E402
 
 import ocimirror  # noqa: E402
 from ocimirror.backends.blobs import open_blob_store  # noqa: E402
@@ -331,19 +330,11 @@ def main() -> int:
     if args.images < args.repos or args.repos < 1 or args.repeat < 1:
         parser.error("--images must be >= --repos >= 1, and --repeat >= 1")
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Deadline(f"the benchmark ran past --timeout {args.timeout:.0f}s")
+    start_deadline(args.timeout)
 
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    signal.alarm(max(1, int(args.timeout)))
-
-    python = sys.executable
-    if python.startswith(str(ROOT)):
-        python = os.path.relpath(python, ROOT)
     destinations = DESTINATIONS + (BEFORE if args.before else [])
     figures: dict[str, Any] = {
-        "command": shlex.join([python, os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        "command": command_line(__file__),
         "cpus": os.cpu_count(),
         "concurrency": args.concurrency,
         "workers": args.workers,

@@ -83,6 +83,7 @@ from fixtures.registry import Registry, run_registry  # noqa: E402
 
 import ocimirror  # noqa: E402
 from ocimirror.core.digest import Digest  # noqa: E402
+from ocimirror.sync import SyncResult  # noqa: E402
 from ocimirror.testing import CREATED, Blob, random_image, random_layer  # noqa: E402
 
 SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
@@ -107,6 +108,29 @@ _OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 class Deadline(Exception):
     """The benchmark ran past --timeout."""
+
+
+def start_deadline(timeout: float) -> None:
+    """Raise :class:`Deadline` in the main thread after ``timeout`` seconds, and make SIGTERM a
+    ``SystemExit``, so either way the benchmark's cleanups run."""
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise Deadline(f"the benchmark ran past --timeout {timeout:.0f}s")
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(max(1, int(timeout)))
+
+
+def command_line(script: str) -> str:
+    """The command that reproduces this run, paths relative to the repository."""
+    python = sys.executable
+    if python.startswith(str(ROOT)):
+        python = os.path.relpath(python, ROOT)
+    return shlex.join([python, os.path.relpath(script, ROOT), *sys.argv[1:]])
 
 
 def mb(value: float | None) -> str:
@@ -480,6 +504,29 @@ def skopeo_sync_all(
 
 
 #: ocimirror's sync of every repository of a prepared home, in a process of its own:
+def check_results(results: dict[str, Any], *, created: bool) -> dict[str, int]:
+    """The summed counts of a ``sync_all`` made in this process (serve_vs_registry.py's
+    setup), after checking every repository synced completely and ``created`` as expected.
+    :data:`SYNC_ALL` checks the same inside its own process (it imports nothing of this one,
+    so its start-up stays the tool's own)."""
+    bad = {n: r for n, r in results.items() if not isinstance(r, SyncResult) or not r.ok}
+    if bad:
+        sample = dict(list(bad.items())[:3])
+        raise RuntimeError(f"sync failed for {len(bad)} repositories: {sample}")
+    wrong = [n for n, r in results.items() if r.created != created]
+    if wrong:
+        raise RuntimeError(f"created != {created} for {wrong[:5]}")
+    keys = (
+        "manifests_downloaded",
+        "manifests_reused",
+        "blobs_downloaded",
+        "blobs_reused",
+        "bytes_downloaded",
+        "tags",
+    )
+    return {k: sum(getattr(r, k) for r in results.values()) for k in keys}
+
+
 #: ``python -c SYNC_ALL home database_url storage_url concurrency workers full|noop``.
 #: It checks every result (a SyncResult, ok, a new version for a full sync and none for a
 #: no-op) and prints one JSON line: the sync call's wall time, the startup before it, summed
@@ -866,20 +913,9 @@ def main() -> int:
     if not Path(SKOPEO).exists():
         parser.error("skopeo is not installed")
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Deadline(f"the benchmark ran past --timeout {args.timeout:.0f}s")
+    start_deadline(args.timeout)
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(max(1, int(args.timeout)))
-
-    python = sys.executable
-    if python.startswith(str(ROOT)):
-        python = os.path.relpath(python, ROOT)
-    command = shlex.join([python, os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    command = command_line(__file__)
     figures: dict[str, Any] = {
         "command": command,
         "cpus": os.cpu_count(),
