@@ -110,6 +110,7 @@ def create_app(
             Route("/v2/", api.version, methods=["GET", "HEAD"]),
             # Every method: the API answers those a path does not take with an OCI error.
             Route("/v2/{path:path}", api.handle, methods=_EVERY_METHOD),
+            Route("/extensions/v2/{path:path}", api.extension, methods=_EVERY_METHOD),
             *authenticator.routes(),
         ],
         exception_handlers={HTTPException: http_exception_response},

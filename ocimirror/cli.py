@@ -192,7 +192,7 @@ def _sync_exit(results: list[SyncResult | BaseException]) -> int:
 async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
     from ocimirror.remote import SyncPolicy
 
-    policy = SyncPolicy(mirror=args.mirror)
+    policy = SyncPolicy(mirror=args.mirror, signed_only=args.signed_only)
     bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty(), combined=args.all)
     try:
         if args.all:
@@ -278,7 +278,24 @@ def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
         from pathlib import Path
 
         fields["ca_cert"] = Path(args.ca_cert).read_text() if args.ca_cert else None
+    for option, field in (
+        ("trust_gpg_key", "trusted_gpg_keys"),
+        ("trust_cosign_key", "trusted_cosign_keys"),
+    ):
+        files = getattr(args, option, None)
+        if files is not None:
+            fields[field] = _key_files(files)
     return fields
+
+
+def _key_files(paths: list[str]) -> tuple[bytes, ...]:
+    """The keys in the files of repeated ``--trust-*-key FILE`` options (``""`` alone: none)."""
+    from pathlib import Path
+
+    try:
+        return tuple(Path(path).read_bytes() for path in paths if path)
+    except OSError as exc:
+        raise UsageError(f"cannot read key file {exc.filename!r}: {exc.strerror}") from None
 
 
 async def remote_create(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
@@ -475,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every repository that has a remote")
     p.add_argument("--remote", help="default: the repository's own remote")
     p.add_argument("--mirror", action="store_true", help="remove what upstream no longer has")
+    p.add_argument("--signed-only", action="store_true", help="skip images that have no signature")
     p.add_argument("--concurrency", type=int, default=32, help="shared budget with --all")
     p.add_argument(
         "--workers",
@@ -529,6 +547,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--download-concurrency", type=int)
         p.add_argument("--max-retries", type=int)
         p.add_argument("--rate-limit", type=float)
+        p.add_argument(
+            "--trust-gpg-key",
+            action="append",
+            metavar="FILE",
+            help="an ASCII-armored GPG public key: atomic signatures must verify against one "
+            "of these (repeatable; on update replaces the list, '' clears it)",
+        )
+        p.add_argument(
+            "--trust-cosign-key",
+            action="append",
+            metavar="FILE",
+            help="a PEM public key: cosign signatures must verify against one of these "
+            "(repeatable; on update replaces the list, '' clears it)",
+        )
     verb(ms, "list", remote_list, "list remotes")
     for name, handler in (("show", remote_show), ("destroy", remote_destroy)):
         verb(ms, name, handler, f"{name} a remote").add_argument("--name", required=True)

@@ -38,6 +38,7 @@ The hierarchy::
     │   ├── DigestMismatch                      DIGEST_INVALID
     │   ├── SizeMismatch                        SIZE_INVALID
     │   └── IncompleteContent                   MANIFEST_BLOB_UNKNOWN (a version's closure)
+    ├── SignatureInvalid                        MANIFEST_INVALID (a signature that does not verify)
     ├── SchemaError                             the database schema is not the one this code knows
     └── UpstreamError                           an upstream registry said no (status and OCI errors)
 
@@ -84,6 +85,7 @@ __all__ = [
     "RepositoryBusy",
     "RepositoryNotFound",
     "SchemaError",
+    "SignatureInvalid",
     "SizeMismatch",
     "TagNotFound",
     "Unauthorized",
@@ -274,6 +276,11 @@ class IncompleteContent(IntegrityError):
     """
 
 
+class SignatureInvalid(OcimirrorError):
+    """An image signature that is malformed, does not verify, or does not vouch for this image
+    (another key, another digest, another repository); it is neither trusted nor stored."""
+
+
 class SchemaError(OcimirrorError):
     """The metadata database holds a schema version this code cannot use."""
 
@@ -327,6 +334,9 @@ ERRORS: Mapping[type[OcimirrorError], tuple[str, int]] = MappingProxyType(
         IntegrityError: ("DIGEST_INVALID", 400),
         SizeMismatch: ("SIZE_INVALID", 400),
         IncompleteContent: ("MANIFEST_BLOB_UNKNOWN", 404),
+        # The spec has no signature code; a signature is pushed as a manifest (cosign) or
+        # beside one (the signature extension), so a bad one is refused as an invalid manifest.
+        SignatureInvalid: ("MANIFEST_INVALID", 400),
     }
 )
 

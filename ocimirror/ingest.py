@@ -34,6 +34,7 @@ from ocimirror.backends.metadata import (
     Reference,
     Rejection,
     RepositoryStore,
+    SignatureRecord,
     VersionBuilder,
     VersionRecord,
 )
@@ -48,8 +49,9 @@ from ocimirror.errors import (
     ManifestChildUnknown,
     ManifestNotFound,
 )
+from ocimirror.signatures.atomic import signature_name
 
-__all__ = ["Dropped", "Ingest", "IngestStore", "Published", "manifest_entry"]
+__all__ = ["Dropped", "Ingest", "IngestStore", "Published", "atomic_signature", "manifest_entry"]
 
 log = logging.getLogger("ocimirror.ingest")
 
@@ -82,6 +84,20 @@ def manifest_entry(
         subject=str(manifest.subject.digest) if manifest.subject else None,
     )
     return record, references
+
+
+def atomic_signature(manifest_digest: str, data: bytes) -> SignatureRecord:
+    """The record of an atomic (simple signing) signature of a manifest: named
+    ``<digest>@<id>`` with an id made from its bytes, so the same signature is one record
+    however often it arrives."""
+    return SignatureRecord(
+        digest=str(Digest.of(data)),
+        manifest_digest=manifest_digest,
+        name=signature_name(manifest_digest, data),
+        key_id=None,
+        sig_type="atomic",
+        data=data,
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -245,6 +261,7 @@ class Ingest:
         lease: Lease | None = None,
         mark_mirror: bool = False,
         partial: bool = True,
+        signatures: Mapping[str, str] | None = None,
     ) -> Published:
         """Record ``batch``, then publish the complete tags and untagged manifests in one version.
 
@@ -264,10 +281,14 @@ class Ingest:
             mark_mirror: Mark the repository as a mirror, in the version's transaction.
             partial: Publish the complete tags when some are not; with ``False`` anything
                 incomplete raises IncompleteContent and nothing is published.
+            signatures: Signature digest -> the manifest it signs, wanted in the version (each
+                recorded, by this batch or before); one whose manifest the version does not
+                hold is left out.
         """
         tags = dict(tags or {})
         untagged = list(dict.fromkeys(untagged))
         reasons = reasons or {}
+        signatures = dict(signatures or {})
         # A batch of reused content only (a re-sync that found everything stored) records
         # nothing new: its touches wait until a version is certain to be built, since a no-op
         # leaves that content in the latest version, where no orphan cleanup reaches it.
@@ -307,7 +328,7 @@ class Ingest:
 
         repo = await self.metadata.get_repository(repository)
         if not mirror and not batch.manifests and (not mark_mirror or repo.mirror):
-            unchanged = await self._unchanged(repository, complete, keep)
+            unchanged = await self._unchanged(repository, complete, keep, signatures)
             if unchanged is not None:
                 if lease is not None and not await self.metadata.renew_lease(
                     repository, holder=lease.holder, ttl=_remaining(lease)
@@ -327,9 +348,13 @@ class Ingest:
             if mark_mirror:
                 await builder.set_mirror(True)
             if mirror:
-                await _make_exactly(builder, complete, keep, kept_names)
+                manifests = await _make_exactly(builder, complete, keep, kept_names)
             else:
-                await _add_closures(builder, complete, keep)
+                manifests = await _add_closures(builder, complete, keep)
+            await builder.add_many(
+                "container.signature",
+                dict.fromkeys(sorted(d for d, m in signatures.items() if m in manifests)),
+            )
         assert builder.result is not None
         return Published(
             version=builder.result,
@@ -341,7 +366,11 @@ class Ingest:
         )
 
     async def _unchanged(
-        self, repository: str, tags: Mapping[str, str], untagged: list[str]
+        self,
+        repository: str,
+        tags: Mapping[str, str],
+        untagged: list[str],
+        signatures: Mapping[str, str],
     ) -> VersionRecord | None:
         """The latest version when adding would not change it (a no-op re-sync), found with
         reads only; None when a version must be built."""
@@ -354,6 +383,9 @@ class Ingest:
         for digest in untagged:
             if not await meta.has_content(repository, latest.number, "container.manifest", digest):
                 return None
+        for digest in signatures:
+            if not await meta.has_content(repository, latest.number, "container.signature", digest):
+                return None
         return latest
 
 
@@ -364,21 +396,24 @@ def _remaining(lease: Lease) -> float:
 
 async def _add_closures(
     builder: VersionBuilder, tags: Mapping[str, str], untagged: list[str]
-) -> None:
-    """Additive: the tags and untagged manifests with everything under them."""
+) -> set[str]:
+    """Additive: the tags and untagged manifests with everything under them; returns the
+    manifests added."""
     closure = await builder.closure([*tags.values(), *untagged])
     if closure.missing:
         raise IncompleteContent(f"manifest {closure.missing[0]} is not recorded")
     await builder.add_many("container.blob", dict.fromkeys(sorted(closure.blobs)))
     await builder.add_many("container.manifest", dict.fromkeys(sorted(closure.manifests)))
     await builder.add_many("container.tag", tags)
+    return set(closure.manifests)
 
 
 async def _make_exactly(
     builder: VersionBuilder, tags: Mapping[str, str], untagged: list[str], kept: set[str]
-) -> None:
+) -> set[str]:
     """Mirror: the version holds exactly the wanted set, plus whatever the ``kept`` tag
-    names pointed at before (their refresh failed; a transient error never deletes)."""
+    names pointed at before (their refresh failed; a transient error never deletes); returns
+    the manifests it holds."""
     current = await builder.all_tags()
     desired = {**{t: d for t, d in current.items() if t in kept and t not in tags}, **tags}
     closure = await builder.closure([*desired.values(), *untagged])
@@ -397,3 +432,4 @@ async def _make_exactly(
         "container.signature", sorted(s for s, m in signatures.items() if m not in manifests)
     )
     await builder.add_many("container.tag", desired)
+    return manifests

@@ -38,6 +38,7 @@ from typing import Protocol
 from ocimirror.backends.blobs import BlobStore
 from ocimirror.backends.metadata import (
     Coalesce,
+    ContentBatch,
     DistributionStore,
     UploadRecord,
     UploadStore,
@@ -63,7 +64,7 @@ from ocimirror.errors import (
     TagNotFound,
     UploadNotFound,
 )
-from ocimirror.ingest import Ingest, IngestStore
+from ocimirror.ingest import Ingest, IngestStore, atomic_signature
 
 __all__ = ["Push", "PushStore", "new_upload_id"]
 
@@ -361,6 +362,21 @@ class Push:
             if tag is not None:
                 await builder.add("container.tag", tag, str(manifest.digest))
         return manifest
+
+    async def add_signatures(self, name: str, digest: Digest, signatures: list[bytes]) -> int:
+        """Add atomic signatures of a manifest that ``name``'s repository holds; returns how
+        many were new to it. The signatures are stored as they are: clients verify them."""
+        repository = await self.target(name, create=False)
+        key = str(digest)
+        batch = ContentBatch()
+        for data in signatures:
+            batch.add_signature(atomic_signature(key, data))
+        if await self.metadata.record_content(batch):
+            raise ManifestNotFound(f"manifest {key} is not in {name!r}", detail={"digest": key})
+        async with self._version(name, repository) as builder:
+            if not await builder.present("container.manifest", key):
+                raise ManifestNotFound(f"manifest {key} is not in {name!r}", detail={"digest": key})
+            return await builder.add_many("container.signature", dict.fromkeys(batch.signatures))
 
     async def delete_manifest(self, name: str, digest: Digest) -> None:
         """Remove a manifest, with the tags that point to it and its signatures; Conflict when

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -78,6 +78,49 @@ def _check_patterns(instance: object, attribute: attrs.Attribute[Any], value: An
             raise InvalidError(f"{attribute.name} entries must be non-empty strings")
 
 
+def _check_sigstore(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (
+        not isinstance(value, str) or not value.startswith(("http://", "https://", "file://"))
+    ):
+        raise InvalidError(
+            "sigstore must be a URL starting with http://, https:// or file://, "
+            f"got {_masked_url(value) if isinstance(value, str) else value!r}"
+        )
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    """Trusted keys as text: one key (``str`` or ``bytes``) or a list of them."""
+    if isinstance(value, str | bytes):
+        value = [value]
+    keys = []
+    for key in value:
+        if isinstance(key, bytes):
+            try:
+                key = key.decode("ascii")
+            except UnicodeDecodeError:
+                raise InvalidError(
+                    "a trusted key must be ASCII-armored (gpg --armor --export) or PEM text"
+                ) from None
+        keys.append(key)
+    return tuple(keys)
+
+
+def _check_keys(marker: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        for key in value:
+            if not isinstance(key, str) or marker not in key:
+                raise InvalidError(
+                    f"{attribute.name} entries must be key text containing {marker!r} "
+                    "(ASCII-armored GPG keys, PEM public keys)"
+                )
+
+    return check
+
+
+def _keys_repr(value: tuple[str, ...]) -> str:
+    return f"<{len(value)} key{'s' if len(value) != 1 else ''}>"
+
+
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and (not isinstance(value, int | float) or value <= 0):
         raise InvalidError(f"{attribute.name} must be a positive number, got {value!r}")
@@ -112,7 +155,9 @@ class Remote:
     exclude_tags: tuple[str, ...] = attrs.field(
         default=(), converter=tuple, validator=_check_patterns
     )
-    sigstore: str | None = None
+    sigstore: str | None = attrs.field(
+        default=None, validator=_check_sigstore, repr=lambda v: repr(_masked_url(v))
+    )
     policy: str = attrs.field(default="immediate", validator=_check_policy)
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
@@ -124,6 +169,14 @@ class Remote:
     rate_limit: float | None = attrs.field(default=None, validator=_positive)
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=lambda v: repr(_masked_headers(v)))
     include_foreign_layers: bool = False
+    #: ASCII-armored GPG public keys: atomic signatures must verify against one of them.
+    trusted_gpg_keys: tuple[str, ...] = attrs.field(
+        default=(), converter=_keys, validator=_check_keys("BEGIN PGP PUBLIC KEY"), repr=_keys_repr
+    )
+    #: PEM public keys (ECDSA): cosign signatures must verify against one of them.
+    trusted_cosign_keys: tuple[str, ...] = attrs.field(
+        default=(), converter=_keys, validator=_check_keys("BEGIN PUBLIC KEY"), repr=_keys_repr
+    )
 
     def wants_tag(self, tag: str) -> bool:
         """Whether a tag passes the include and exclude filters."""
@@ -146,8 +199,11 @@ class Remote:
         data["include_tags"] = list(self.include_tags)
         data["exclude_tags"] = list(self.exclude_tags)
         data["headers"] = dict(self.headers)
+        data["trusted_gpg_keys"] = list(self.trusted_gpg_keys)
+        data["trusted_cosign_keys"] = list(self.trusted_cosign_keys)
         if not secrets:
             data["url"] = _masked_url(self.url)
+            data["sigstore"] = _masked_url(self.sigstore)
             data["proxy_url"] = _masked_url(self.proxy_url)
             data["headers"] = _masked_headers(self.headers)
             data["password"] = None if self.password is None else _MASK
@@ -171,10 +227,41 @@ def _is_digest(pattern: str) -> bool:
 
 @attrs.frozen(kw_only=True)
 class SyncPolicy:
-    """How a sync treats the repository's existing content.
+    """How a sync treats the repository's existing content, and which images it trusts.
 
     ``mirror=False`` (additive) keeps what the repository had; ``mirror=True`` makes the new
     version hold exactly the filtered upstream set.
+
+    ``signed_only`` skips images that have no signature (atomic or cosign), as Pulp's
+    ``signed_only``. Trusted keys go further: with ``trusted_gpg_keys`` (ASCII-armored GPG
+    public keys, for atomic signatures) or ``trusted_cosign_keys`` (PEM public keys, for
+    cosign signatures), an image is synced only when one of its signatures verifies against
+    one of them and names the image's upstream repository; otherwise it is dropped and the
+    report says why. The remote's own trusted keys are added to these.
     """
 
     mirror: bool = False
+    signed_only: bool = False
+    trusted_gpg_keys: tuple[str, ...] = attrs.field(
+        default=(), converter=_keys, validator=_check_keys("BEGIN PGP PUBLIC KEY"), repr=_keys_repr
+    )
+    trusted_cosign_keys: tuple[str, ...] = attrs.field(
+        default=(), converter=_keys, validator=_check_keys("BEGIN PUBLIC KEY"), repr=_keys_repr
+    )
+
+    def with_remote(self, remote: Remote) -> SyncPolicy:
+        """This policy with the remote's trusted keys added."""
+        return attrs.evolve(
+            self,
+            trusted_gpg_keys=tuple(
+                dict.fromkeys((*self.trusted_gpg_keys, *remote.trusted_gpg_keys))
+            ),
+            trusted_cosign_keys=tuple(
+                dict.fromkeys((*self.trusted_cosign_keys, *remote.trusted_cosign_keys))
+            ),
+        )
+
+    @property
+    def verifies(self) -> bool:
+        """Whether images must carry a signature that verifies against a trusted key."""
+        return bool(self.trusted_gpg_keys or self.trusted_cosign_keys)

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from ocimirror.attached import Attachments, companion_tags
 from ocimirror.backends.blobs import BlobLocalPath, BlobStore
 from ocimirror.backends.metadata import (
     ContentBatch,
@@ -166,6 +167,7 @@ class _Job:
         progress: Callable[[SyncProgress], None] | None,
         inflight_blobs: dict[str, asyncio.Future[None]],
         lease: Lease | None = None,
+        capabilities: dict[tuple[str, str], bool] | None = None,
     ) -> None:
         self.ingest = ingest
         self.metadata = ingest.metadata
@@ -190,6 +192,19 @@ class _Job:
         #: Digests deliberately not synced (schema 1), with the reason.
         self.skips: dict[str, str] = {}
         self.failed_tags: dict[str, str] = {}
+        #: What this event loop learnt of upstreams (referrers API, signature extension).
+        self.capabilities: dict[tuple[str, str], bool] = (
+            capabilities if capabilities is not None else {}
+        )
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store content goes into."""
+        return self.ingest.blobs
+
+    def synced(self, digest: str) -> bool:
+        """Whether a manifest is in this sync's content (downloaded now, or stored before)."""
+        return digest in self.batch.manifests or digest in self.batch.touch_manifests
 
     def _tick(self) -> None:
         if self._callback is not None:
@@ -351,6 +366,16 @@ class _Job:
         self._fetched.setdefault(str(fetched.digest), fetched)
         return tag, fetched.digest, fetched.media_type
 
+    async def resolve_many(self, tags: list[str], local: set[str]) -> list[tuple[str, Digest, str]]:
+        """Resolve ``tags`` (see :meth:`_resolve`); those that fail are noted and left out."""
+        results = await asyncio.gather(*(self._resolve(t, known=t in local) for t in tags))
+        return [r for r in results if r]
+
+    async def settle_more(self, roots: list[tuple[Digest, str | None]]) -> None:
+        """:meth:`_settle` for manifests found after the tags (companions, referrers)."""
+        self.progress.tags_total += len(roots)
+        await self._settle(roots)
+
     async def _local_tags(self) -> set[str]:
         """The tags of the repository's latest version (a hint: HEAD those, GET the others)."""
         record = self.repository
@@ -387,41 +412,54 @@ class _Job:
 
     async def run(self) -> tuple[Published, list[dict[str, str]], int]:
         upstream_tags = await self.client.list_tags(self.name)
-        selected = sorted(t for t in upstream_tags if self.remote.wants_tag(t))
+        # Tags that belong to another manifest (cosign, referrers tag schema) come with it.
+        companions = companion_tags(upstream_tags)
+        selected = sorted(
+            t for t in upstream_tags if t not in companions and self.remote.wants_tag(t)
+        )
         digests = [str(d) for d in self.remote.include_digests]
         self.progress.tags_total = len(selected) + len(digests)
         self.progress.phase = "resolving"
         self._tick()
         local = await self._local_tags()
-        resolved = [
-            r
-            for r in await asyncio.gather(*(self._resolve(t, known=t in local) for t in selected))
-            if r
-        ]
+        resolved = await self.resolve_many(selected, local)
         self.progress.phase = "downloading"
         self._tick()
         roots: list[tuple[Digest, str | None]] = [(d, mt) for _, d, mt in resolved]
         roots += [(Digest.parse(d), None) for d in digests]
         await self._settle(roots)
-        self._fetched.clear()  # fetched by tag, but stored already (no task needed them)
         tagged = {tag: str(digest) for tag, digest, _ in resolved}
+        attached = await Attachments(self).run(tagged, digests, companions, local)
+        self._fetched.clear()  # fetched by tag, but stored already (no task needed them)
+        tagged.update(attached.tags)
         skipped = [
             {"tag": t, "reason": self.skips[d]} for t, d in tagged.items() if d in self.skips
         ]
         skipped += [{"digest": d, "reason": self.skips[d]} for d in digests if d in self.skips]
+        skipped += [
+            {"tag" if n in tagged else "digest": n, "reason": r}
+            for n, r in attached.unsigned.items()
+        ]
+        self.failed_tags.update({t: r for t, r in attached.refused.items() if t in tagged})
+        skipped += [{"digest": d, "reason": r} for d, r in attached.refused.items() if d in digests]
+        left_out = set(attached.unsigned) | set(attached.refused)
 
         self.progress.phase = "publishing"
         self._tick()
         published = await self.ingest.publish(
             self.repository.name,
             self.batch,
-            tags={t: d for t, d in tagged.items() if d not in self.skips},
-            untagged=[d for d in digests if d not in self.skips],
+            tags={t: d for t, d in tagged.items() if d not in self.skips and t not in left_out},
+            untagged=[
+                *(d for d in digests if d not in self.skips and d not in left_out),
+                *attached.untagged,
+            ],
             mirror=self.policy.mirror,
             failed_tags=self.failed_tags,
             reasons=self.reasons,
             lease=self.lease,
             mark_mirror=not self.repository.mirror,
+            signatures=attached.signatures,
         )
         return published, skipped, len(published.tags)
 
@@ -497,6 +535,7 @@ async def sync_repository(
         remote = record.remote
     if isinstance(remote, str):
         remote = Remote.from_json((await metadata.get_remote(remote)).fields)
+    policy = policy.with_remote(remote)
     if remote.policy != "immediate":
         raise InvalidError(f"remote {remote.name!r}: only the 'immediate' policy is supported")
     lease = await metadata.acquire_lease(
@@ -515,6 +554,7 @@ async def sync_repository(
         progress,
         {} if _inflight is None else _inflight,
         lease,
+        connections.capabilities if connections is not None else None,
     )
     running = asyncio.ensure_future(job.run())
     lost = asyncio.Event()

@@ -28,6 +28,12 @@ from fixtures.registry import (  # noqa: F401
     registry_name,
 )
 from fixtures.s3 import s3_server, s3_storage  # noqa: F401
+from fixtures.signing import (  # noqa: F401
+    cosign_key,
+    gpg_key,
+    other_cosign_key,
+    other_gpg_key,
+)
 
 import ocimirror
 

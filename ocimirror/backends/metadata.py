@@ -378,6 +378,12 @@ class RepositoryStore(Protocol):
         """The manifests in that version whose ``subject`` is ``subject``, by digest."""
         ...
 
+    async def signatures(
+        self, repository: str, number: int, manifest_digest: str
+    ) -> list[SignatureRecord]:
+        """The signatures in that version that sign ``manifest_digest``, by name."""
+        ...
+
     async def get_version(self, repository: str, number: int | None = None) -> VersionRecord:
         """One complete version (the latest when ``number`` is None); VersionNotFound otherwise."""
         ...
@@ -457,6 +463,10 @@ class ContentStore(Protocol):
 
     async def known_blob_digests(self, digests: list[str]) -> set[str]:
         """Which of ``digests`` have a blob record."""
+        ...
+
+    async def signatures_of_manifests(self, digests: list[str]) -> dict[str, list[SignatureRecord]]:
+        """manifest digest -> every recorded signature of it (in any repository), by name."""
         ...
 
     def iter_blobs(self) -> AsyncIterator[BlobRecord]:

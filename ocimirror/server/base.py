@@ -12,6 +12,9 @@ API_VERSION_HEADERS = {
     "content-type": "application/json",
     "content-length": "2",
     "docker-distribution-api-version": "registry/2.0",
+    # The Docker signature API extension (/extensions/v2/.../signatures/...) is served:
+    # containers-image reads atomic signatures there.
+    "x-registry-supports-signatures": "1",
 }
 
 

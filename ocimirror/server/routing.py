@@ -37,6 +37,7 @@ from ocimirror.server.content import Content
 from ocimirror.server.errors import exception_response, unexpected_response
 from ocimirror.server.manifests import delete_manifest, get_manifest, put_manifest
 from ocimirror.server.referrers import referrers
+from ocimirror.server.signatures import get_signatures, put_signatures
 from ocimirror.server.tags import tags_list
 from ocimirror.server.uploads import (
     cancel_upload,
@@ -52,6 +53,7 @@ __all__ = ["RegistryAPI", "route_path"]
 _UPLOAD = re.compile(r"/v2/(?P<name>.+)/blobs/uploads(?:/(?P<upload>[^/]*))?")
 _ITEM = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<reference>[^/]+)")
 _TAGS = re.compile(r"/v2/(?P<name>.+)/tags/list")
+_SIGNATURES = re.compile(r"/extensions/v2/(?P<name>.+)/signatures/(?P<reference>[^/]+)")
 #: What an upload ID this registry made looks like (base64url, as :func:`new_upload_id`).
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -66,6 +68,7 @@ _ALLOWED = {
     "start": "POST",
     "upload": "GET, PATCH, PUT, DELETE",
     "version": "GET, HEAD",
+    "signatures": "GET, HEAD, PUT",
 }
 
 
@@ -133,6 +136,31 @@ class RegistryAPI:
         head = request.method == "HEAD"
         try:
             return await self._dispatch(request, route_path(request))
+        except OcimirrorError as exc:
+            return exception_response(exc, head=head)
+        except Exception as exc:
+            return unexpected_response(exc, request)
+
+    async def extension(self, request: Request) -> Response:
+        """``/extensions/v2/<name>/signatures/<digest>``: the Docker signature API extension
+        (:mod:`ocimirror.server.signatures`); GET needs pull access, PUT push access."""
+        head = request.method == "HEAD"
+        try:
+            match = _SIGNATURES.fullmatch(route_path(request))
+            if match is None:
+                raise UnknownEndpoint(f"no registry API endpoint at {route_path(request)[:200]!r}")
+            name, reference = match.group("name", "reference")
+            _check_name(name)
+            if request.method not in _ALLOWED["signatures"].split(", "):
+                return _unsupported(request, "signatures")
+            identity = await self.auth.identify(request)
+            if request.method in _READ:
+                await self._allow_pull(request, identity, name)
+                return await get_signatures(self.content, request, name, reference)
+            self.auth.check(request, identity, Access(name=name, actions=PUSH))
+            response = await put_signatures(self.push, request, name, reference)
+            self.content.forget(name)
+            return response
         except OcimirrorError as exc:
             return exception_response(exc, head=head)
         except Exception as exc:

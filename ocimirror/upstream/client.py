@@ -32,24 +32,13 @@ from ocimirror.core.manifest import MAX_MANIFEST_SIZE, parse_manifest
 from ocimirror.core.mediatype import MediaType
 from ocimirror.core.reference import is_digest_reference, validate_repository_name, validate_tag
 from ocimirror.errors import (
-    BlobNotFound,
     DigestMismatch,
     InvalidDigest,
     InvalidError,
-    ManifestNotFound,
     ManifestTooLarge,
-    RepositoryNotFound,
     UpstreamError,
 )
-from ocimirror.upstream._body import (
-    ERROR_BODY_LIMIT,
-    body_chunks,
-    check_complete,
-    describe_errors,
-    oci_errors,
-    prefetched,
-    read_capped,
-)
+from ocimirror.upstream._body import body_chunks, check_complete, prefetched, read_capped
 from ocimirror.upstream._transport import (
     DEFAULT_HTTP_BACKEND,
     HTTP_BACKEND_ENV,
@@ -59,16 +48,12 @@ from ocimirror.upstream._transport import (
     ssl_context,
 )
 from ocimirror.upstream.auth import RegistryAuth
+from ocimirror.upstream.failures import raise_for_response
 from ocimirror.upstream.names import normalize_upstream
 from ocimirror.upstream.ratelimit import RateLimiter
-from ocimirror.upstream.redact import redact_json, redact_text, redact_url
+from ocimirror.upstream.redact import redact_text, redact_url
 from ocimirror.upstream.redirects import send_following
-from ocimirror.upstream.retry import (
-    RetryPolicy,
-    TransientError,
-    parse_retry_after,
-    retryable_status,
-)
+from ocimirror.upstream.retry import RetryPolicy, TransientError
 from ocimirror.upstream.sink import BlobSink, SinkWriter
 from ocimirror.upstream.stats import RequestStats
 
@@ -77,6 +62,7 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "HTTP_BACKENDS",
     "HTTP_BACKEND_ENV",
+    "MAX_SIGNATURE_SIZE",
     "MAX_TAGS_PAGE_SIZE",
     "ConnectionSettings",
     "FetchedManifest",
@@ -93,6 +79,9 @@ DEFAULT_USER_AGENT = f"ocimirror/{__version__}"
 
 #: The most of one tag-list page that is read.
 MAX_TAGS_PAGE_SIZE = 32 << 20
+
+#: The largest signature read (an atomic signature is a few hundred bytes to a few KiB).
+MAX_SIGNATURE_SIZE = 4 << 20
 
 _ACCEPT_MANIFESTS = ", ".join(MediaType.MANIFEST_TYPES)
 
@@ -455,75 +444,73 @@ class RegistryClient:
     async def _fail(
         self, response: httpx.Response, kind: str, name: str = "", reference: str = ""
     ) -> NoReturn:
-        """Raise the error a non-success response means."""
-        status = response.status_code
-        request = response.request
-        body = b""
-        if request.method != "HEAD":
-            body, _ = await read_capped(response, ERROR_BODY_LIMIT)
-        # A redirect may have led to a signed URL (object storage, a CDN): its query string
-        # is a credential, so messages, the error's ``url`` and the quoted body leave it out.
-        own = self._is_registry(request.url)
-        signed = None if own else request.url
-        errors = redact_json(oci_errors(body), url=signed)
-        detail = redact_text(describe_errors(errors, body), url=signed)
-        said = f": {detail}" if detail else ""
-        url = redact_url(request.url)
-        host = request.url.netloc.decode("ascii", "replace")
-        where = f"{request.method} {url}"
-        answered = "" if own else f" ({host} answered {status} after a redirect)"
-        if status == 404 and kind == "manifest":
-            raise ManifestNotFound(
-                f"upstream {self.url} has no manifest {name}:{reference}{answered}{said}",
-                detail=errors,
-            )
-        if status == 404 and kind == "blob":
-            raise BlobNotFound(
-                f"upstream {self.url} has no blob {reference} in {name}{answered}{said}",
-                detail=errors,
-            )
-        if status == 404 and kind == "tags":
-            raise RepositoryNotFound(
-                f"upstream {self.url} has no repository {name!r}{answered}{said}", detail=errors
-            )
-        if status in (401, 403):
-            if not own:
-                who = "the request (no credentials are sent to it: the registry redirected there)"
-            elif self._auth.username:
-                who = f"the credentials of user {self._auth.username!r}"
-            else:
-                who = "anonymous access (the repository may not exist, or need credentials)"
-            raise UpstreamError(
-                f"{where}: {host} refused {who}: {status}{said}",
-                status_code=status,
-                errors=errors,
-                url=url,
-            )
-        if not own:
-            where = f"{where} (redirected to by {self.url})"
-        message = f"{where} failed: {status} {response.reason_phrase}{said}"
-        if retryable_status(status):
-            raise TransientError(
-                message,
-                status_code=status,
-                errors=errors,
-                url=url,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-            )
-        raise UpstreamError(message, status_code=status, errors=errors, url=url)
+        """Raise the error a non-success response means (see :func:`raise_for_response`)."""
+        await raise_for_response(
+            response,
+            kind,
+            upstream=self.url,
+            own=self._is_registry(response.request.url),
+            username=self._auth.username,
+            name=name,
+            reference=reference,
+        )
 
     # -- the API
 
-    async def ping(self) -> None:
-        """Check that the registry answers ``GET /v2/`` (authenticating if asked to)."""
+    async def ping(self) -> httpx.Headers:
+        """Check that the registry answers ``GET /v2/`` (authenticating if asked to); the
+        answer's headers say what else it supports."""
         url = f"{self.url}/v2/"
 
-        async def attempt() -> None:
+        async def attempt() -> httpx.Headers:
             async with self._open("ping", "GET", url) as response:
                 if response.status_code != 200:
                     await self._fail(response, "ping")
+                return response.headers
 
-        await self._retrying("GET", url, attempt)
+        return await self._retrying("GET", url, attempt)
+
+    async def supports_signatures(self) -> bool:
+        """Whether ``/v2/`` announces the Docker signature API extension
+        (``X-Registry-Supports-Signatures: 1``)."""
+        headers = await self.ping()
+        return str(headers.get("x-registry-supports-signatures", "")).strip() == "1"
+
+    async def get_optional(
+        self, kind: str, url: str, *, limit: int = MAX_SIGNATURE_SIZE
+    ) -> bytes | None:
+        """The body of a small document at ``url`` (a signature, a referrers index), or
+        ``None`` when the answer is 404; other failures raise as for any request. A URL on
+        another origin than the registry's (a lookaside sigstore) gets no credentials."""
+
+        async def attempt() -> bytes | None:
+            async with self._open(kind, "GET", url) as response:
+                if response.status_code == 404:
+                    return None
+                if response.status_code != 200:
+                    await self._fail(response, kind)
+                body, over = await read_capped(response, limit)
+                if over:
+                    raise UpstreamError(
+                        f"GET {redact_url(url)}: the answer is over the limit of {limit} bytes",
+                        url=redact_url(url),
+                    )
+                check_complete(response)
+                self.stats.add_bytes(len(body))
+                return body
+
+        return await self._retrying("GET", url, attempt)
+
+    async def signatures(self, name: str, digest: Digest | str) -> bytes | None:
+        """The signature API extension's JSON for a manifest, or ``None`` (404)."""
+        url = f"{self.url}/extensions/v2/{self._repo(name)}/signatures/{Digest.parse(digest)}"
+        return await self.get_optional("signature", url)
+
+    async def referrers(self, name: str, digest: Digest | str) -> bytes | None:
+        """The OCI 1.1 referrers index of a manifest, or ``None`` when the registry has no
+        referrers API (it answers 404: use the referrers tag schema instead)."""
+        url = f"{self.url}/v2/{self._repo(name)}/referrers/{Digest.parse(digest)}"
+        return await self.get_optional("referrers", url, limit=MAX_MANIFEST_SIZE)
 
     async def list_tags(self, name: str, *, page_size: int | None = None) -> list[str]:
         """Every tag of repository ``name``, following pagination to the end.

@@ -25,6 +25,9 @@ class SharedConnections:
 
     def __init__(self) -> None:
         self._http: dict[tuple[bool, str | None, str | None], httpx.AsyncClient] = {}
+        #: What the syncs of this loop learnt of each upstream, by (what, registry URL):
+        #: whether it has the referrers API, the signature API extension.
+        self.capabilities: dict[tuple[str, str], bool] = {}
 
     def client(self, settings: ConnectionSettings, **overrides: Any) -> RegistryClient:
         """A registry client for ``settings`` (as :meth:`RegistryClient.from_remote`) whose

@@ -17,6 +17,8 @@ REQUEST_KINDS: tuple[str, ...] = (
     "manifest_get",
     "blob",
     "blob_head",
+    "signature",
+    "referrers",
     "retry",
 )
 

@@ -16,6 +16,7 @@ from ocimirror.backends.metadata import (
     ContentBatch,
     ManifestRecord,
     Rejection,
+    SignatureRecord,
 )
 from ocimirror.backends.sql.engine import SQLEngine, log
 from ocimirror.backends.sql.schema import _CHUNK, _closure, _now, _recorded, _references
@@ -245,6 +246,22 @@ class ContentMixin(SQLEngine):
         async with self._read() as conn:
             return await _recorded(conn, self._blobs, digests)
 
+    async def signatures_of_manifests(self, digests: list[str]) -> dict[str, list[SignatureRecord]]:
+        """manifest digest -> every recorded signature of it (in any repository), by name."""
+        s = self._sigs
+        found: dict[str, list[SignatureRecord]] = {}
+        ordered = sorted(set(digests))
+        async with self._read() as conn:
+            for i in range(0, len(ordered), _CHUNK):
+                rows = await conn.execute(
+                    sa.select(s)
+                    .where(s.c.manifest_digest.in_(ordered[i : i + _CHUNK]))
+                    .order_by(s.c.manifest_digest, s.c.name)
+                )
+                for row in rows:
+                    found.setdefault(row.manifest_digest, []).append(signature_record(row))
+        return found
+
     async def delete_orphans(self, older_than: datetime) -> CleanupCounts:
         """Delete manifests, signatures and blobs that no version of any repository holds.
 
@@ -309,3 +326,15 @@ class ContentMixin(SQLEngine):
         return CleanupCounts(
             manifests=len(manifests), blobs=list(blobs), signatures=len(signatures)
         )
+
+
+def signature_record(row: Any) -> SignatureRecord:
+    """A row of the ``signatures`` table as its record."""
+    return SignatureRecord(
+        digest=row.digest,
+        manifest_digest=row.manifest_digest,
+        name=row.name,
+        key_id=row.key_id,
+        sig_type=row.sig_type,
+        data=row.data,
+    )

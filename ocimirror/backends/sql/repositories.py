@@ -18,9 +18,11 @@ from ocimirror.backends.metadata import (
     Lease,
     ManifestRecord,
     RepositoryRecord,
+    SignatureRecord,
     VersionRecord,
 )
 from ocimirror.backends.sql.builder import SQLVersionBuilder
+from ocimirror.backends.sql.content import signature_record
 from ocimirror.backends.sql.engine import SQLEngine
 from ocimirror.backends.sql.schema import _CHUNK, _now, _ordered, _references
 from ocimirror.errors import AlreadyExists, Conflict, IncompleteContent, LeaseLost
@@ -688,3 +690,26 @@ class RepositoryMixin(SQLEngine):
                 )
                 for r in rows
             ]
+
+    async def signatures(
+        self, repository: str, number: int, manifest_digest: str
+    ) -> list[SignatureRecord]:
+        """The signatures in that version that sign ``manifest_digest``, by name."""
+        rc, s = self._rc, self._sigs
+        async with self._read() as conn:
+            repo = await self._get_repo(conn, repository)
+            rows = await conn.execute(
+                sa.select(s)
+                .join(
+                    rc,
+                    sa.and_(
+                        rc.c.repository_id == repo.id,
+                        rc.c.content_type == "container.signature",
+                        rc.c.key == s.c.digest,
+                        self._in_version(number),
+                    ),
+                )
+                .where(s.c.manifest_digest == manifest_digest)
+                .order_by(s.c.name)
+            )
+            return [signature_record(r) for r in rows]
