@@ -43,6 +43,7 @@ from ocimirror.signatures.atomic import decode_extension, lookaside_url
 from ocimirror.signatures.cosign import parse_companion_tag, signature_layers
 from ocimirror.signatures.payload import ATOMIC_TYPE, identity_matches, parse_payload
 from ocimirror.upstream import DOCKER_HUB_HOSTS, RegistryClient, normalize_upstream, redact_text
+from ocimirror.upstream.client import MAX_SIGNATURE_SIZE
 
 if TYPE_CHECKING:
     from ocimirror.backends.blobs import BlobStore
@@ -142,7 +143,7 @@ class Attachments:
         out = Attached()
         job = self.job
         roots = [d for d in dict.fromkeys([*images.values(), *untagged]) if job.synced(d)]
-        if not roots:
+        if not roots or not (companions or self._may_find_more()):
             return out
         synced = await self._closure(roots)
         # Companion tags of synced manifests (cosign .sig/.att/.sbom, referrers tag schema).
@@ -162,6 +163,19 @@ class Attachments:
             finally:
                 await self._close_verifiers()
         return out
+
+    def _may_find_more(self) -> bool:
+        """Whether signatures or referrers may be there to look for: not when this loop knows
+        already that the upstream has neither API and nothing else asks for them (a no-op
+        re-sync of a plain registry then costs nothing more)."""
+        known = self.job.capabilities
+        return bool(
+            self.remote.sigstore
+            or self.policy.signed_only
+            or self.policy.verifies
+            or known.get(("referrers", self.client.url)) is not False
+            or known.get(("signatures", self.client.url)) is not False
+        )
 
     async def _closure(self, roots: list[str]) -> set[str]:
         """The synced manifests under ``roots`` (new ones from the batch, stored ones from
@@ -285,12 +299,14 @@ class Attachments:
         return found
 
     async def _read_lookaside(self, url: str) -> bytes | None:
-        if url.startswith("file://"):
-            path = Path(unquote(urlsplit(url).path))
-            with contextlib.suppress(FileNotFoundError):
-                return await asyncio.to_thread(path.read_bytes)
+        """One lookaside signature: a file (``file://``) or a GET; ``None`` when missing."""
+        if not url.lower().startswith("file://"):
+            return await self.client.get_optional("signature", url)
+        path = Path(unquote(urlsplit(url).path))
+        try:
+            return await asyncio.to_thread(_read_small, path, MAX_SIGNATURE_SIZE)
+        except FileNotFoundError:
             return None
-        return await self.client.get_optional("signature", url)
 
     async def _from_extension(self, digest: str, have: list[SignatureRecord]) -> list[bytes]:
         try:
@@ -439,6 +455,14 @@ class Attachments:
         if self._gpg is not None:
             gpg, self._gpg = self._gpg, None
             await gpg.aclose()
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise SignatureInvalid(f"{path} is over the limit of {limit} bytes for a signature")
+    return data
 
 
 def _check_signed(kind: str, expected_kind: str, signed: Digest, digest: str) -> None:

@@ -89,9 +89,14 @@ def manifest_entry(
 def atomic_signature(manifest_digest: str, data: bytes) -> SignatureRecord:
     """The record of an atomic (simple signing) signature of a manifest: named
     ``<digest>@<id>`` with an id made from its bytes, so the same signature is one record
-    however often it arrives."""
+    however often it arrives.
+
+    Its key (the record's ``digest``) is the sha256 of the signed manifest's digest, a newline
+    and the bytes: the same bytes attached to two manifests are two signatures (a record is
+    never re-pointed at another manifest).
+    """
     return SignatureRecord(
-        digest=str(Digest.of(data)),
+        digest=str(Digest.of(manifest_digest.encode() + b"\n" + data)),
         manifest_digest=manifest_digest,
         name=signature_name(manifest_digest, data),
         key_id=None,

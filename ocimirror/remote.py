@@ -80,7 +80,8 @@ def _check_patterns(instance: object, attribute: attrs.Attribute[Any], value: An
 
 def _check_sigstore(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and (
-        not isinstance(value, str) or not value.startswith(("http://", "https://", "file://"))
+        not isinstance(value, str)
+        or not value.lower().startswith(("http://", "https://", "file://"))
     ):
         raise InvalidError(
             "sigstore must be a URL starting with http://, https:// or file://, "
@@ -88,10 +89,18 @@ def _check_sigstore(instance: object, attribute: attrs.Attribute[Any], value: An
         )
 
 
+def _none_if_empty(value: str | None) -> str | None:
+    return value or None
+
+
 def _keys(value: Any) -> tuple[str, ...]:
-    """Trusted keys as text: one key (``str`` or ``bytes``) or a list of them."""
+    """Trusted keys as text: one key (``str`` or ``bytes``) or a list of them (``None``: none)."""
+    if value is None:
+        return ()
     if isinstance(value, str | bytes):
         value = [value]
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise InvalidError(f"trusted keys must be key text or a list of them, got {value!r}")
     keys = []
     for key in value:
         if isinstance(key, bytes):
@@ -156,7 +165,10 @@ class Remote:
         default=(), converter=tuple, validator=_check_patterns
     )
     sigstore: str | None = attrs.field(
-        default=None, validator=_check_sigstore, repr=lambda v: repr(_masked_url(v))
+        default=None,
+        converter=_none_if_empty,  # "" (``--sigstore ''``) clears it
+        validator=_check_sigstore,
+        repr=lambda v: repr(_masked_url(v)),
     )
     policy: str = attrs.field(default="immediate", validator=_check_policy)
     username: str | None = None

@@ -170,6 +170,33 @@ def test_lookaside_signatures_are_mirrored_and_counted(
         assert third.version.content_summary.present["container.signature"] == 2
 
 
+def test_a_mirror_sync_removes_signatures_with_their_manifest(
+    tmp_path: Path, signed_upstream: dict[str, Any]
+) -> None:
+    up = signed_upstream
+    with ocimirror.open(home=tmp_path / "home") as reg:
+        repo = mirror(reg, up, sigstore=up["sigstore"], include_tags=["v1", "v2"])
+        repo.sync()
+        up["registry"].delete_manifest(up["name"], up["images"]["v2"].digest)
+        result = repo.sync(mirror=True)
+        assert set(repo.tags()) == {"v1"}
+        summary = result.version.content_summary
+        assert summary.present["container.signature"] == 1
+        assert summary.removed["container.signature"] == 1
+
+
+def test_a_sigstore_on_local_disk_is_read_too(
+    tmp_path: Path, signed_upstream: dict[str, Any]
+) -> None:
+    up = signed_upstream
+    local = (tmp_path / "sigstore" / "sigs").as_uri()
+    with ocimirror.open(home=tmp_path / "home") as reg:
+        repo = mirror(reg, up, sigstore=local, include_tags=["v1", "v3", "v4"])
+        result = repo.sync()
+        assert result.version.content_summary.present["container.signature"] == 2
+        assert result.requests["signature"] == 0  # files, not requests
+
+
 def test_skopeo_accepts_signed_images_from_the_mirror_and_refuses_the_others(
     tmp_path: Path, signed_upstream: dict[str, Any], skopeo: Tool, gpg_key: GPGKey
 ) -> None:

@@ -69,6 +69,10 @@ def upstream_requests(proxy: FaultProxy) -> Counter[str]:
     for r in proxy.requests:
         if r.path.endswith("/tags/list") or "/tags/list?" in r.path:
             kinds["tags"] += 1
+        elif "/referrers/" in r.path:
+            kinds["referrers"] += 1
+        elif r.path.startswith("/extensions/v2/"):
+            kinds["signature"] += 1
         elif "/manifests/" in r.path:
             kinds["manifest_head" if r.method == "HEAD" else "manifest_get"] += 1
         elif "/blobs/" in r.path:

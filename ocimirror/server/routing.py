@@ -127,7 +127,11 @@ class RegistryAPI:
             return exception_response(
                 exc,
                 head=request.method == "HEAD",
-                headers={"docker-distribution-api-version": "registry/2.0"},
+                headers={
+                    "docker-distribution-api-version": "registry/2.0",
+                    # containers-image reads this from the unauthenticated ping's 401.
+                    "x-registry-supports-signatures": "1",
+                },
             )
         return await version_check(request)
 

@@ -60,8 +60,8 @@ async def put_signatures(push: Push, request: Request, name: str, reference: str
     raw = await read_capped(request, MAX_SIGNATURES_BODY)
     try:
         document = json.loads(raw)
-    except ValueError:
-        raise InvalidManifest("the signature body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise InvalidManifest("the signature body is not JSON (or is nested too deeply)") from None
     if isinstance(document, dict) and "signatures" not in document:
         raw = json.dumps({"signatures": [document]}).encode()
     signatures = decode_extension(raw)

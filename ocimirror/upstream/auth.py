@@ -63,7 +63,7 @@ TOKEN_BODY_LIMIT = 1 << 20
 #: leaves the Authorization header out of a redirect to another origin).
 MAX_TOKEN_REDIRECTS = 5
 
-_SCOPED_PATH = re.compile(r"/v2/(?P<name>.+)/(?:manifests|blobs|tags|referrers)/[^/]+$")
+_SCOPED_PATH = re.compile(r"/v2/(?P<name>.+)/(?:manifests|blobs|tags|referrers|signatures)/[^/]+$")
 
 #: (realm, service, scopes)
 _Key = tuple[str, str, tuple[str, ...]]
