@@ -239,7 +239,7 @@ async def repository_import(reg: AsyncRegistry, args: argparse.Namespace) -> Any
 async def repository_export(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
     repo = await reg.repository(args.name)
     report = await repo.export_layout(
-        args.path, version=args.version, tags=args.tag or None, tar=args.tar
+        args.path, version=args.version, tags=args.tag or None, tar=args.tar, fetch=args.fetch
     )
     return {
         "path": report.path,
@@ -512,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int)
     p.add_argument("--tag", action="append", help="only these tags (repeat)")
     p.add_argument("--tar", action="store_true")
+    p.add_argument(
+        "--fetch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fetch on-demand content from its remote (default); --no-fetch fails naming it",
+    )
     version = rs.add_parser("version", help="repository versions")
     vs = version.add_subparsers(dest="version_verb", required=True, metavar="VERB")
     verb(vs, "list", repository_version_list, "list versions, newest first").add_argument(

@@ -41,6 +41,7 @@ The hierarchy::
     ├── SignatureInvalid                        MANIFEST_INVALID (a signature that does not verify)
     ├── SchemaError                             the database schema is not the one this code knows
     └── UpstreamError                           an upstream registry said no (status and OCI errors)
+        └── UpstreamUnavailable                 a remote cannot give on-demand content now
 
 :data:`ERRORS` is the one table of the OCI distribution-spec ``code`` and the HTTP ``status``
 the registry API answers each error with; a class not in it answers as its nearest base class
@@ -93,6 +94,7 @@ __all__ = [
     "Unsupported",
     "UploadNotFound",
     "UpstreamError",
+    "UpstreamUnavailable",
     "UserNotFound",
     "VersionNotFound",
     "oci_error",
@@ -302,6 +304,15 @@ class UpstreamError(OcimirrorError):
         self.url = url
 
 
+class UpstreamUnavailable(UpstreamError):
+    """Content that must come from a remote cannot now: the remote failed (connection refused,
+    5xx, 429) or is cooling down after failing. ``retry_after`` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 #: The one table: the OCI distribution-spec error code and the HTTP status the registry API
 #: answers each error with. A class that is not listed answers as its nearest listed base.
 ERRORS: Mapping[type[OcimirrorError], tuple[str, int]] = MappingProxyType(
@@ -337,6 +348,8 @@ ERRORS: Mapping[type[OcimirrorError], tuple[str, int]] = MappingProxyType(
         # The spec has no signature code; a signature is pushed as a manifest (cosign) or
         # beside one (the signature extension), so a bad one is refused as an invalid manifest.
         SignatureInvalid: ("MANIFEST_INVALID", 400),
+        # CNCF Distribution's code for a service that cannot answer now (a proxy's upstream).
+        UpstreamUnavailable: ("UNAVAILABLE", 503),
     }
 )
 

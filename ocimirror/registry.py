@@ -19,7 +19,7 @@ from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import Manifest, parse_manifest
 from ocimirror.core.reference import validate_repository_name
 from ocimirror.distribution import Distribution
-from ocimirror.errors import DigestMismatch, InvalidError, InvalidName
+from ocimirror.errors import DigestMismatch, InvalidError, InvalidName, OcimirrorError
 from ocimirror.ingest import Ingest
 from ocimirror.push import Push
 from ocimirror.remote import Remote, SyncPolicy
@@ -28,6 +28,7 @@ from ocimirror.users import Users
 
 if TYPE_CHECKING:
     # A sync needs the upstream client (httpx): imported when a sync runs, not on open.
+    from ocimirror.ondemand import OnDemand
     from ocimirror.sync import SyncProgress, SyncResult
 
 __all__ = ["AsyncRegistry", "CleanupReport", "RepairReport"]
@@ -57,6 +58,10 @@ class RepairReport:
     checked: int
     missing: tuple[str, ...]
     corrupt: tuple[str, ...]
+    #: On-demand content not fetched yet (its remote has it): expected, not a fault.
+    remote: int = 0
+    #: Corrupt or missing blobs fetched again from their remote.
+    refetched: tuple[str, ...] = ()
     manifests_checked: int
     corrupt_manifests: tuple[str, ...]
 
@@ -89,6 +94,24 @@ class AsyncRegistry:
         #: Pushes from registry clients (what the registry API's push endpoints call).
         self.push = Push(metadata, blobs)
         self._users = Users(metadata)
+        self._on_demand: OnDemand | None = None
+
+    @property
+    def on_demand(self) -> OnDemand:
+        """Fetches remote content (on-demand and streamed layers) for this process; one per
+        registry, so concurrent requests for one blob share one download."""
+        if self._on_demand is None:
+            from ocimirror.ondemand import COOLDOWN_ENV, DEFAULT_COOLDOWN, OnDemand
+
+            spool = self.config.home / "spool" if self.config is not None else None
+            cooldown = os.environ.get(COOLDOWN_ENV)
+            self._on_demand = OnDemand(
+                self.metadata,
+                self.blobs,
+                spool=spool,
+                cooldown=float(cooldown) if cooldown else DEFAULT_COOLDOWN,
+            )
+        return self._on_demand
 
     def __repr__(self) -> str:
         return f"<AsyncRegistry metadata={self.metadata.url!r} storage={self.blobs.url!r}>"
@@ -120,7 +143,9 @@ class AsyncRegistry:
         return cls(metadata, blobs, config=config)
 
     async def close(self) -> None:
-        """Close both stores."""
+        """Close both stores (after downloads of remote content in flight)."""
+        if self._on_demand is not None:
+            await self._on_demand.close()
         await self.metadata.close()
         await self.blobs.close()
 
@@ -421,27 +446,35 @@ class AsyncRegistry:
     async def repair(self) -> RepairReport:
         """Re-verify every stored blob and manifest.
 
-        Blobs missing from storage are reported; corrupt blobs are reported and removed from
-        storage so they are never served (a sync fetches them again).
+        Corrupt blobs are removed from storage so they are never served. A blob whose remote
+        provides it (on-demand content) is fetched again from there when it was stored and
+        is corrupt or missing; one that was never fetched is counted as ``remote``. Other
+        blobs missing from storage are reported (a sync fetches them again).
         """
         missing: list[str] = []
         corrupt: list[str] = []
+        refetched: list[str] = []
+        remote = 0
         checked = 0
         async for record in self.metadata.iter_blobs():
             checked += 1
             digest = Digest.parse(record.digest)
-            if await self.blobs.stat(digest) is None:
-                missing.append(record.digest)
-                continue
-            h = hashlib.new(digest.algorithm)
-            size = 0
-            async for chunk in self.blobs.open(digest):
-                h.update(chunk)
-                size += len(chunk)
-            if h.hexdigest() != digest.hex or size != record.size:
+            stored = await self.blobs.stat(digest)
+            if stored is not None and not await self._intact(digest, record.size):
                 log.warning("blob %s is corrupt in storage; removing it", digest)
                 corrupt.append(record.digest)
                 await self.blobs.delete(digest)
+            elif stored is not None:
+                continue
+            if not await self.metadata.blob_sources(record.digest):
+                if stored is None:
+                    missing.append(record.digest)
+                continue
+            if stored is None:
+                remote += 1
+                continue
+            if await self._refetch(digest, record.size):
+                refetched.append(record.digest)
         manifests_checked = 0
         corrupt_manifests: list[str] = []
         async for digest_str in self.metadata.iter_manifest_digests():
@@ -458,9 +491,30 @@ class AsyncRegistry:
             checked=checked,
             missing=tuple(missing),
             corrupt=tuple(corrupt),
+            remote=remote,
+            refetched=tuple(refetched),
             manifests_checked=manifests_checked,
             corrupt_manifests=tuple(corrupt_manifests),
         )
+
+    async def _intact(self, digest: Digest, size: int) -> bool:
+        h = hashlib.new(digest.algorithm)
+        got = 0
+        async for chunk in self.blobs.open(digest):
+            h.update(chunk)
+            got += len(chunk)
+        return h.hexdigest() == digest.hex and got == size
+
+    async def _refetch(self, digest: Digest, size: int) -> bool:
+        """Fetch a corrupt blob again from its remote (kept when the remote's policy keeps
+        content); whether it verified."""
+        try:
+            async for _ in await self.on_demand.read(digest, size):
+                pass
+        except (OcimirrorError, OSError) as exc:
+            log.warning("blob %s could not be fetched again: %s", digest, exc)
+            return False
+        return True
 
 
 def _check_repository_name(name: str) -> None:

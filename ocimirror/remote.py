@@ -15,8 +15,9 @@ from ocimirror.errors import InvalidError, InvalidName
 
 __all__ = ["POLICIES", "Remote", "SyncPolicy"]
 
-#: Download policies. Only ``immediate`` is implemented; the others are refused until
-#: on-demand and streamed mirroring exist.
+#: Download policies, Pulp's: ``immediate`` downloads every layer at sync time; ``on_demand``
+#: records layers and fetches each on its first request, then keeps it; ``streamed`` fetches
+#: it for every request and keeps nothing (see :mod:`ocimirror.ondemand`).
 POLICIES = ("immediate", "on_demand", "streamed")
 
 #: What a secret is shown as.
@@ -66,10 +67,6 @@ def _check_upstream(instance: object, attribute: attrs.Attribute[str], value: st
 def _check_policy(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in POLICIES:
         raise InvalidError(f"policy must be one of {', '.join(POLICIES)}, got {value!r}")
-    if value != "immediate":
-        raise InvalidError(
-            f"policy {value!r} is not available yet: only 'immediate' downloads are supported"
-        )
 
 
 def _check_patterns(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:

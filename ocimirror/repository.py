@@ -382,13 +382,25 @@ class AsyncRepository:
         version: int | RepositoryVersion | None = None,
         tags: Iterable[str] | None = None,
         tar: bool = False,
+        fetch: bool = True,
     ) -> ExportReport:
-        """Export a version (default latest) to an OCI image layout directory or tar file."""
+        """Export a version (default latest) to an OCI image layout directory or tar file.
+
+        On-demand content is fetched from its remote, unless ``fetch=False``: then the
+        export fails and names the blobs that are not stored here.
+        """
         from ocimirror.transfer import export_layout
 
         number = await self._number(version)
         return await export_layout(
-            self._metadata, self._blobs, self.name, path, version=number, tags=tags, tar=tar
+            self._metadata,
+            self._blobs,
+            self.name,
+            path,
+            version=number,
+            tags=tags,
+            tar=tar,
+            fetch=fetch,
         )
 
 

@@ -53,7 +53,7 @@ from ocimirror.backends.metadata import (
 )
 from ocimirror.core.descriptor import Descriptor
 from ocimirror.core.digest import Digest
-from ocimirror.core.manifest import Manifest, parse_manifest
+from ocimirror.core.manifest import ImageManifest, Manifest, parse_manifest
 from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import InvalidError, LeaseLost, OcimirrorError
 from ocimirror.ingest import Ingest, IngestStore, Published, manifest_entry
@@ -261,13 +261,12 @@ class _Job:
                 raise _Skip(f"{digest} is a schema 1 manifest: it is never converted")
             self.progress.manifests_downloaded += 1
             wanted = self._wanted_blobs(manifest)
-            unrecorded = await self._unrecorded(wanted)
+            later = self._left_remote(manifest, wanted)
+            fetch = [b for b in wanted if str(b.digest) not in later]
+            unrecorded = await self._unrecorded(fetch)
             await asyncio.gather(
                 self._ensure_manifests([(c.digest, c.media_type) for c in manifest.children()]),
-                *(
-                    self.blob(b.digest, b.size, look=str(b.digest) not in unrecorded)
-                    for b in wanted
-                ),
+                *(self.blob(b.digest, b.size, look=str(b.digest) not in unrecorded) for b in fetch),
             )
         except _Skip as exc:
             self.skips.setdefault(key, str(exc))
@@ -275,9 +274,13 @@ class _Job:
         except (OcimirrorError, OSError) as exc:
             self.reasons.setdefault(key, _describe(exc))
             raise
-        # Every wanted blob is now verified in storage (by this job or another of the run).
+        # Every wanted blob is now verified in storage (by this job or another of the run),
+        # or left with the remote (on-demand content, fetched on first request).
         for b in wanted:
-            self.batch.add_blob(str(b.digest), b.size, b.media_type)
+            if str(b.digest) in later:
+                self.batch.add_remote_blob(str(b.digest), b.size, b.media_type, self.remote.name)
+            else:
+                self.batch.add_blob(str(b.digest), b.size, b.media_type)
         wanted_digests = {str(b.digest) for b in wanted}
         self.batch.add_manifest(
             *manifest_entry(manifest, keeps=lambda b: str(b.digest) in wanted_digests)
@@ -290,6 +293,14 @@ class _Job:
             for b in manifest.blobs()
             if self.remote.include_foreign_layers or MediaType.is_distributable(b.media_type)
         ]
+
+    def _left_remote(self, manifest: Manifest, wanted: list[Descriptor]) -> set[str]:
+        """The layers an ``on_demand`` or ``streamed`` remote leaves upstream until a client
+        asks for them (configs always come: clients and exports need them at once)."""
+        if self.remote.policy == "immediate" or not isinstance(manifest, ImageManifest):
+            return set()
+        layers = {str(layer.digest) for layer in manifest.layers}
+        return {str(b.digest) for b in wanted if str(b.digest) in layers}
 
     async def _unrecorded(self, wanted: list[Descriptor]) -> set[str]:
         """The wanted blobs not worth looking for in storage before downloading them.
@@ -536,8 +547,6 @@ async def sync_repository(
     if isinstance(remote, str):
         remote = Remote.from_json((await metadata.get_remote(remote)).fields)
     policy = policy.with_remote(remote)
-    if remote.policy != "immediate":
-        raise InvalidError(f"remote {remote.name!r}: only the 'immediate' policy is supported")
     lease = await metadata.acquire_lease(
         repository, holder=_holder(), purpose="sync", ttl=LEASE_TTL, is_stale=_is_stale
     )

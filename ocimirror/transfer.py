@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,10 +19,13 @@ from ocimirror.backends.metadata import ContentBatch
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import MAX_MANIFEST_SIZE, parse_manifest
 from ocimirror.core.mediatype import MediaType
-from ocimirror.errors import InvalidLayout
+from ocimirror.errors import BlobNotFound, IncompleteContent, InvalidLayout
 from ocimirror.ingest import Ingest, IngestStore, manifest_entry
 from ocimirror.layout import LayoutReader, LayoutWriter
 from ocimirror.versions import RepositoryVersion
+
+if TYPE_CHECKING:
+    from ocimirror.ondemand import OnDemand
 
 __all__ = ["ExportReport", "export_layout", "import_layout"]
 
@@ -158,10 +161,13 @@ async def export_layout(
     version: int | None = None,
     tags: Iterable[str] | None = None,
     tar: bool = False,
+    fetch: bool = True,
 ) -> ExportReport:
     """Write a version's tags (all, or ``tags``) and untagged top-level manifests to a layout.
 
-    Digests are preserved: manifests are written byte for byte as stored.
+    Digests are preserved: manifests are written byte for byte as stored. On-demand content
+    (layers a sync left with their remote) is fetched from the remote; with ``fetch=False``
+    the export fails instead, naming those blobs (``IncompleteContent``, detail ``remote``).
     """
     content = Ingest(metadata, blobs)
     number = (await metadata.get_version(repository, version)).number
@@ -177,6 +183,29 @@ async def export_layout(
             chosen[name] = all_tags[name]
         roots = []
     loop = asyncio.get_running_loop()
+    on_demand: OnDemand | None = None
+    remote: list[str] = []
+
+    async def _blob_source(digest: Digest, size: int) -> AsyncIterator[bytes] | None:
+        """The blob's bytes: stored, or fetched from its remote (on-demand content); None
+        for a foreign layer that is not kept, or remote content left out (``fetch=False``)."""
+        nonlocal on_demand
+        if await content.has_blob(digest):
+            return blobs.open(digest)
+        key = str(digest)
+        if await metadata.get_blob(key) is None:
+            return None  # a foreign layer
+        if not await metadata.blob_sources(key):
+            raise BlobNotFound(f"blob {key} is missing from storage", detail={"digest": key})
+        if not fetch:
+            remote.append(key)
+            return None
+        if on_demand is None:
+            from ocimirror.ondemand import OnDemand
+
+            on_demand = OnDemand(metadata, blobs)  # type: ignore[arg-type]
+        return await on_demand.read(digest, size)
+
     writer = await asyncio.to_thread(LayoutWriter, path, tar=tar)
     written_manifests: set[str] = set()
     written_blobs: set[str] = set()
@@ -189,9 +218,12 @@ async def export_layout(
                     await write_manifest(str(child.digest))
                 for blob in manifest.blobs():
                     key = str(blob.digest)
-                    if key in written_blobs or not await content.has_blob(blob.digest):
-                        continue  # foreign layers are not stored
-                    chunks = _bridge(aiter(blobs.open(blob.digest)), loop)
+                    if key in written_blobs:
+                        continue
+                    source = await _blob_source(blob.digest, blob.size)
+                    if source is None:
+                        continue
+                    chunks = _bridge(aiter(source), loop)
                     await asyncio.to_thread(writer.write_blob, blob.digest, chunks, size=blob.size)
                     written_blobs.add(key)
                 await asyncio.to_thread(writer.write_blob, manifest.digest, [manifest.raw])
@@ -206,10 +238,20 @@ async def export_layout(
             writer.add_ref(await write_manifest(digest), name)
         for digest in roots:
             writer.add_ref(await write_manifest(digest), None)
+        if remote:
+            raise IncompleteContent(
+                f"{len(remote)} blobs of {repository} version {number} are on-demand content "
+                "that is not stored here; export with fetching on to fetch them from their "
+                "remote",
+                detail={"remote": remote},
+            )
         await asyncio.to_thread(writer.close)
     except BaseException:
         await asyncio.to_thread(_abort, writer)
         raise
+    finally:
+        if on_demand is not None:
+            await on_demand.close()
     return ExportReport(
         path=os.fspath(path),
         tags=dict(chosen),

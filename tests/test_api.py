@@ -121,7 +121,6 @@ def test_remote_tag_filters_exclude_wins(tag: str, included: bool) -> None:
     [
         {"url": "ftp://x"},
         {"upstream_name": "Not/Valid"},
-        {"policy": "on_demand"},
         {"policy": "sometimes"},
         {"download_concurrency": 0},
         {"max_retries": -1},
@@ -185,11 +184,14 @@ def test_a_newer_schema_than_the_code_knows_is_refused(tmp_path: Path) -> None:
 def test_a_version_1_database_is_upgraded_with_its_content_intact(
     tmp_path: Path, database_url: str
 ) -> None:
-    """Schema 1 -> 2 adds users, grants, uploads and versions' burst start; nothing is lost."""
+    """Schema 1 -> 2 adds users, grants, uploads and versions' burst start, 2 -> 3 remote
+    content and cooldowns; nothing is lost."""
     with ocimirror.open(home=tmp_path, database_url=database_url) as reg:
         reg.create_repository("foo", description="kept")
         reg.create_distribution("foo", base_path="foo", repository="foo", private=True)
     statements = [
+        "DROP TABLE remote_content",
+        "DROP TABLE remote_cooldowns",
         "DROP TABLE uploads",
         "DROP TABLE user_grants",
         "DROP TABLE users",
@@ -226,4 +228,4 @@ def test_a_version_1_database_is_upgraded_with_its_content_intact(
         finally:
             await store.close()
 
-    assert asyncio.run(version()) == SCHEMA_VERSION == 2
+    assert asyncio.run(version()) == SCHEMA_VERSION == 3

@@ -184,6 +184,9 @@ class ContentBatch:
     blobs: dict[str, tuple[int, str | None]] = attrs.field(factory=dict)
     manifests: dict[str, tuple[ManifestRecord, list[Reference]]] = attrs.field(factory=dict)
     signatures: dict[str, SignatureRecord] = attrs.field(factory=dict)
+    #: Blobs recorded without their bytes (on-demand content): digest -> (size, media type,
+    #: the remote that provides them).
+    remote_blobs: dict[str, tuple[int, str | None, str]] = attrs.field(factory=dict)
     touch_blobs: set[str] = attrs.field(factory=set)
     touch_manifests: set[str] = attrs.field(factory=set)
 
@@ -199,11 +202,16 @@ class ContentBatch:
         """A signature of a manifest."""
         self.signatures[record.digest] = record
 
+    def add_remote_blob(self, digest: str, size: int, media_type: str | None, remote: str) -> None:
+        """A blob whose bytes stay with ``remote`` until someone asks for them."""
+        self.remote_blobs[digest] = (size, media_type, remote)
+
     def __bool__(self) -> bool:
         return bool(
             self.blobs
             or self.manifests
             or self.signatures
+            or self.remote_blobs
             or self.touch_blobs
             or self.touch_manifests
         )
@@ -469,6 +477,10 @@ class ContentStore(Protocol):
         """manifest digest -> every recorded signature of it (in any repository), by name."""
         ...
 
+    async def blob_sources(self, digest: str) -> list[str]:
+        """The remotes a blob recorded without its bytes can be fetched from, by name."""
+        ...
+
     def iter_blobs(self) -> AsyncIterator[BlobRecord]:
         """Every blob record (for repair)."""
         ...
@@ -503,6 +515,14 @@ class RemoteStore(Protocol):
 
     async def delete_remote(self, name: str) -> None:
         """Delete a remote; repositories that named it forget it."""
+        ...
+
+    async def get_remote_cooldown(self, remote: str) -> tuple[datetime, str] | None:
+        """Until when a remote that failed is left alone, and why; ``None`` when it is not."""
+        ...
+
+    async def set_remote_cooldown(self, remote: str, until: datetime, reason: str) -> None:
+        """Leave a remote alone until ``until`` (every process reads this)."""
         ...
 
 

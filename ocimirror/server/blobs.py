@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import re
+from collections.abc import AsyncIterator
 from typing import Literal
 
 from starlette.requests import Request
@@ -33,7 +34,8 @@ from starlette.responses import FileResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ocimirror.backends.blobs import BlobLocalPath, BlobPresigner, BlobReader
-from ocimirror.errors import BlobNotFound, RangeNotSatisfiable
+from ocimirror.core.digest import Digest
+from ocimirror.errors import BlobNotFound, OcimirrorError, RangeNotSatisfiable
 from ocimirror.push import Push
 from ocimirror.server.content import Content, Served
 from ocimirror.server.errors import exception_response
@@ -190,27 +192,18 @@ async def get_blob(
         try:
             stat = await asyncio.to_thread(os.stat, local)
         except FileNotFoundError:
-            missing = f"blob {key} is missing from storage"
-            raise BlobNotFound(missing, detail={"digest": key}) from None
+            return await _remote_blob(content, request, digest, headers, range_value, if_range)
         size = stat.st_size
     else:
         stored = await store.stat(digest)
         if stored is None:
-            raise BlobNotFound(f"blob {key} is missing from storage", detail={"digest": key})
+            return await _remote_blob(content, request, digest, headers, range_value, if_range)
         size = stored
 
-    wanted = None
-    if range_value is not None and not head and (if_range is None or if_range.strip() == etag):
-        wanted = parse_range(range_value, size)
-    if wanted == UNSATISFIABLE:
-        return exception_response(
-            RangeNotSatisfiable(
-                f"range {range_value!r} is not satisfiable: the blob has {size} bytes",
-                detail={"digest": key, "size": size},
-            ),
-            headers={"content-range": f"bytes */{size}"},
-        )
-    if isinstance(wanted, tuple):
+    wanted = _wanted_range(request, key, size, range_value, if_range)
+    if isinstance(wanted, Response):
+        return wanted
+    if wanted is not None:
         start, end = wanted
         headers["content-length"] = str(end - start)
         headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
@@ -226,6 +219,92 @@ async def get_blob(
             return _PathSend(headers, local)
         return _WholeFile(local, headers=headers, stat_result=stat)
     return _Stream(200, headers, await store.reader(digest, chunk_size=_CHUNK))
+
+
+def _wanted_range(
+    request: Request, key: str, size: int, range_value: str | None, if_range: str | None
+) -> tuple[int, int] | Response | None:
+    """The range to send (``None``: the whole blob), or the 416 answer."""
+    if range_value is None or request.method == "HEAD":
+        return None
+    if if_range is not None and if_range.strip() != f'"{key}"':
+        return None
+    wanted = parse_range(range_value, size)
+    if wanted == UNSATISFIABLE:
+        return exception_response(
+            RangeNotSatisfiable(
+                f"range {range_value!r} is not satisfiable: the blob has {size} bytes",
+                detail={"digest": key, "size": size},
+            ),
+            headers={"content-range": f"bytes */{size}"},
+        )
+    return wanted
+
+
+class _Arriving(Response):
+    """Streams a blob as it arrives from its remote (:class:`ocimirror.ondemand.Arrival`).
+
+    If the download fails or does not verify, the response is broken off: the client has
+    had at most all but the last byte, so it sees a failed transfer, never wrong bytes.
+    """
+
+    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes]) -> None:
+        super().__init__(None, status_code=status, headers=headers)
+        self.chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        try:
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OcimirrorError as exc:
+            log.warning("breaking off a blob response: %s", exc)
+            raise _BrokenOff(str(exc)) from None
+        finally:
+            aclose = getattr(self.chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _BrokenOff(Exception):
+    """Raised out of a response that has started: the server drops the connection."""
+
+
+async def _remote_blob(
+    content: Content,
+    request: Request,
+    digest: Digest,
+    headers: dict[str, str],
+    range_value: str | None,
+    if_range: str | None,
+) -> Response:
+    """A blob the version holds that storage does not: on-demand content, fetched from its
+    remote while it is sent (see :mod:`ocimirror.ondemand`)."""
+    key = str(digest)
+    record = await content.registry.metadata.get_blob(key)
+    if record is None:
+        raise BlobNotFound(f"blob {key} is missing from storage", detail={"digest": key})
+    size = record.size
+    wanted = _wanted_range(request, key, size, range_value, if_range)
+    if isinstance(wanted, Response):
+        return wanted
+    if request.method == "HEAD":
+        sources = await content.registry.metadata.blob_sources(key)
+        if not sources:
+            raise BlobNotFound(f"blob {key} is missing from storage", detail={"digest": key})
+        headers["content-length"] = str(size)
+        return Response(None, headers=headers)
+    on_demand = content.registry.on_demand
+    if wanted is None:
+        headers["content-length"] = str(size)
+        return _Arriving(200, headers, await on_demand.read(digest, size))
+    start, end = wanted
+    headers["content-length"] = str(end - start)
+    headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+    return _Arriving(206, headers, await on_demand.read(digest, size, start, end))
 
 
 async def delete_blob(push: Push, request: Request, name: str, reference: str) -> Response:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ocimirror.errors import OcimirrorError, Unauthorized
+from ocimirror.errors import OcimirrorError, Unauthorized, UpstreamUnavailable
 
 __all__ = [
     "error_body",
@@ -70,6 +70,8 @@ def exception_response(
     body = json.dumps({"errors": [exc.to_oci()]}, separators=(",", ":"), default=str).encode()
     if isinstance(exc, Unauthorized) and exc.challenge:
         headers = {**(headers or {}), "www-authenticate": exc.challenge}
+    if isinstance(exc, UpstreamUnavailable) and exc.retry_after is not None:
+        headers = {**(headers or {}), "retry-after": str(exc.retry_after)}
     return _respond(exc.status, body, head=head, headers=headers)
 
 

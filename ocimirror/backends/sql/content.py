@@ -89,9 +89,8 @@ class ContentMixin(SQLEngine):
                 if kind == "manifest"
             }
             signed = {s.manifest_digest for s in batch.signatures.values()}
-            known_blobs = set(batch.blobs) | await _recorded(
-                conn, self._blobs, blob_children - set(batch.blobs)
-            )
+            arrived = set(batch.blobs) | set(batch.remote_blobs)
+            known_blobs = arrived | await _recorded(conn, self._blobs, blob_children - arrived)
             stored = await _recorded(
                 conn, self._manifests, set(batch.manifests) | manifest_children | signed
             )
@@ -105,9 +104,22 @@ class ContentMixin(SQLEngine):
                         for d, (size, mt) in batch.blobs.items()
                     ],
                 )
-            await self._touch(
-                conn, self._blobs, set(batch.blobs) | batch.touch_blobs | blob_children, now
-            )
+            if batch.remote_blobs:
+                await conn.execute(
+                    self._insert_ignore(self._blobs),
+                    [
+                        {"digest": d, "size": size, "media_type": mt, "touched": now}
+                        for d, (size, mt, _) in batch.remote_blobs.items()
+                    ],
+                )
+                await conn.execute(
+                    self._insert_ignore(self._remote_content),
+                    [
+                        {"digest": d, "remote": remote, "touched": now}
+                        for d, (_, _, remote) in batch.remote_blobs.items()
+                    ],
+                )
+            await self._touch(conn, self._blobs, arrived | batch.touch_blobs | blob_children, now)
             new = [batch.manifests[d] for d in accepted if d not in stored]
             if new:
                 await conn.execute(
@@ -262,6 +274,15 @@ class ContentMixin(SQLEngine):
                     found.setdefault(row.manifest_digest, []).append(signature_record(row))
         return found
 
+    async def blob_sources(self, digest: str) -> list[str]:
+        """The remotes a blob recorded without its bytes can be fetched from, by name."""
+        rc = self._remote_content
+        async with self._read() as conn:
+            rows = await conn.execute(
+                sa.select(rc.c.remote).where(rc.c.digest == digest).order_by(rc.c.remote)
+            )
+            return list(rows.scalars())
+
     async def delete_orphans(self, older_than: datetime) -> CleanupCounts:
         """Delete manifests, signatures and blobs that no version of any repository holds.
 
@@ -323,6 +344,12 @@ class ContentMixin(SQLEngine):
                 .scalars()
                 .all()
             )
+            for i in range(0, len(blobs), _CHUNK):
+                await conn.execute(
+                    self._remote_content.delete().where(
+                        self._remote_content.c.digest.in_(blobs[i : i + _CHUNK])
+                    )
+                )
         return CleanupCounts(
             manifests=len(manifests), blobs=list(blobs), signatures=len(signatures)
         )

@@ -51,6 +51,8 @@ class SQLEngine:
         self._users = t["users"]
         self._grants = t["user_grants"]
         self._uploads = t["uploads"]
+        self._remote_content = t["remote_content"]
+        self._cooldowns = t["remote_cooldowns"]
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._sqlite_writer_lock: asyncio.Lock | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,7 +58,25 @@ class RemoteMixin(SQLEngine):
             )
             if result.rowcount == 0:
                 raise RemoteNotFound(f"no remote named {name!r}")
+            # A changed remote (a fixed URL, new credentials) is worth trying again at once.
+            await conn.execute(self._cooldowns.delete().where(self._cooldowns.c.remote == name))
         return RemoteRecord(name=name, fields=dict(fields))
+
+    async def get_remote_cooldown(self, remote: str) -> tuple[datetime, str] | None:
+        """Until when a remote that failed is left alone, and why; ``None`` when it is not."""
+        c = self._cooldowns
+        async with self._read() as conn:
+            row = (
+                await conn.execute(sa.select(c.c.until, c.c.reason).where(c.c.remote == remote))
+            ).first()
+        return None if row is None else (row.until, row.reason)
+
+    async def set_remote_cooldown(self, remote: str, until: datetime, reason: str) -> None:
+        """Leave a remote alone until ``until`` (every process reads this)."""
+        c = self._cooldowns
+        async with self._write() as conn:
+            await conn.execute(c.delete().where(c.c.remote == remote))
+            await conn.execute(c.insert().values(remote=remote, until=until, reason=reason))
 
     async def delete_remote(self, name: str) -> None:
         """Delete a remote; repositories that named it as their remote forget it."""
@@ -68,6 +87,7 @@ class RemoteMixin(SQLEngine):
             await conn.execute(
                 self._repos.update().where(self._repos.c.remote == name).values(remote=None)
             )
+            await conn.execute(self._cooldowns.delete().where(self._cooldowns.c.remote == name))
 
     def _dist_query(self) -> sa.Select[Any]:
         d, r = self._dists, self._repos

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ocimirror.backends.metadata import CONTENT_TYPES, Closure
 
 #: The schema version this code writes and reads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -183,6 +183,7 @@ def build_metadata() -> sa.MetaData:
         sa.Column("created", UTCDateTime, nullable=False),
     )
     _add_version_2_tables(md)
+    _add_version_3_tables(md)
     return md
 
 
@@ -225,6 +226,33 @@ def _add_version_2_tables(md: sa.MetaData) -> None:
     )
 
 
+def _add_version_3_tables(md: sa.MetaData) -> None:
+    """Remote content (on-demand and streamed downloads) and remotes' cooldowns."""
+    # Where a blob recorded without its bytes (a layer of an on-demand sync) comes from. The
+    # blob has its row in ``blobs`` like any other; its bytes are fetched on first request.
+    sa.Table(
+        "remote_content",
+        md,
+        sa.Column("digest", sa.String(150), primary_key=True),
+        sa.Column("remote", sa.String(255), primary_key=True),
+        sa.Column("touched", UTCDateTime, nullable=False),
+    )
+    # A remote that failed is left alone until ``until``; every process reads it here.
+    sa.Table(
+        "remote_cooldowns",
+        md,
+        sa.Column("remote", sa.String(255), primary_key=True),
+        sa.Column("until", UTCDateTime, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
+
+
+def _upgrade_2_to_3(conn: sa.Connection) -> None:
+    md = build_metadata()
+    for name in ("remote_content", "remote_cooldowns"):
+        md.tables[name].create(conn, checkfirst=True)
+
+
 def _upgrade_1_to_2(conn: sa.Connection) -> None:
     md = build_metadata()
     for name in ("users", "user_grants", "uploads"):
@@ -235,7 +263,10 @@ def _upgrade_1_to_2(conn: sa.Connection) -> None:
 
 
 #: Upgrade steps: ``MIGRATIONS[n]`` takes a version-``n`` schema to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _upgrade_1_to_2}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    1: _upgrade_1_to_2,
+    2: _upgrade_2_to_3,
+}
 
 
 def normalize_url(url: str) -> str:
