@@ -585,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     verb(ds, "list", distribution_list, "list distributions")
     for name, handler in (("show", distribution_show), ("destroy", distribution_destroy)):
         verb(ds, name, handler, f"{name} a distribution").add_argument("--name", required=True)
+    from ocimirror.cli_pullthrough import add_pull_through_verbs
+
+    add_pull_through_verbs(ms, ds, verb)
 
     # user
     user = groups.add_parser("user", help="users of the registry API and their grants")

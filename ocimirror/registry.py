@@ -19,7 +19,14 @@ from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import Manifest, parse_manifest
 from ocimirror.core.reference import validate_repository_name
 from ocimirror.distribution import Distribution
-from ocimirror.errors import DigestMismatch, InvalidError, InvalidName, OcimirrorError
+from ocimirror.errors import (
+    AlreadyExists,
+    DigestMismatch,
+    DistributionNotFound,
+    InvalidError,
+    InvalidName,
+    OcimirrorError,
+)
 from ocimirror.ingest import Ingest
 from ocimirror.push import Push
 from ocimirror.remote import Remote, SyncPolicy
@@ -29,6 +36,7 @@ from ocimirror.users import Users
 if TYPE_CHECKING:
     # A sync needs the upstream client (httpx): imported when a sync runs, not on open.
     from ocimirror.ondemand import OnDemand
+    from ocimirror.pullthrough import PullThrough, PullThroughDistribution, PullThroughRemote
     from ocimirror.sync import SyncProgress, SyncResult
 
 __all__ = ["AsyncRegistry", "CleanupReport", "RepairReport"]
@@ -95,6 +103,7 @@ class AsyncRegistry:
         self.push = Push(metadata, blobs)
         self._users = Users(metadata)
         self._on_demand: OnDemand | None = None
+        self._pull_through: PullThrough | None = None
 
     @property
     def on_demand(self) -> OnDemand:
@@ -267,6 +276,99 @@ class AsyncRegistry:
     async def delete_distribution(self, name: str) -> None:
         """Delete a distribution."""
         await self.metadata.delete_distribution(name)
+
+    # -- pull-through caches -------------------------------------------------------------------
+
+    @property
+    def pull_through(self) -> PullThrough:
+        """Pull-through caching in this process (what the registry API's pulls call)."""
+        if self._pull_through is None:
+            from ocimirror.pullthrough import PullThrough
+
+            self._pull_through = PullThrough(self)
+        return self._pull_through
+
+    async def create_pull_through_remote(self, **fields: Any) -> PullThroughRemote:
+        """Store a pull-through remote: a whole registry, with name patterns."""
+        from ocimirror.pullthrough import PullThroughRemote
+
+        remote = PullThroughRemote(**fields)
+        await self.metadata.create_pull_through("remote", remote.name, remote.to_json(secrets=True))
+        return remote
+
+    async def pull_through_remote(self, name: str) -> PullThroughRemote:
+        """One pull-through remote."""
+        from ocimirror.pullthrough import PullThroughRemote
+
+        record = await self.metadata.get_pull_through("remote", name)
+        return PullThroughRemote.from_json(record.fields)
+
+    async def pull_through_remotes(self) -> list[PullThroughRemote]:
+        """Every pull-through remote."""
+        from ocimirror.pullthrough import PullThroughRemote
+
+        records = await self.metadata.list_pull_through("remote")
+        return [PullThroughRemote.from_json(r.fields) for r in records]
+
+    async def update_pull_through_remote(self, name: str, **fields: Any) -> PullThroughRemote:
+        """Change some fields of a pull-through remote."""
+        current = await self.pull_through_remote(name)
+        remote = attrs.evolve(current, **fields)
+        await self.metadata.update_pull_through("remote", name, remote.to_json(secrets=True))
+        self.pull_through.forget()
+        return remote
+
+    async def delete_pull_through_remote(self, name: str) -> None:
+        """Delete a pull-through remote (what it cached stays)."""
+        await self.metadata.delete_pull_through("remote", name)
+        self.pull_through.forget()
+
+    async def create_pull_through_distribution(
+        self, name: str, *, base_path: str, remote: str, **fields: Any
+    ) -> PullThroughDistribution:
+        """Serve a pull-through remote under ``base_path``: ``<base_path>/<upstream name>``."""
+        from ocimirror.pullthrough import PullThroughDistribution
+
+        await self.pull_through_remote(remote)  # RemoteNotFound early
+        dist = PullThroughDistribution(name=name, base_path=base_path, remote=remote, **fields)
+        try:
+            await self.metadata.get_distribution(base_path=base_path)
+        except DistributionNotFound:
+            pass
+        else:
+            raise AlreadyExists(f"a distribution already serves base path {base_path!r}")
+        await self.metadata.create_pull_through("distribution", name, dist.to_json())
+        self.pull_through.forget()
+        return dist
+
+    async def pull_through_distribution(self, name: str) -> PullThroughDistribution:
+        """One pull-through distribution."""
+        from ocimirror.pullthrough import PullThroughDistribution
+
+        record = await self.metadata.get_pull_through("distribution", name)
+        return PullThroughDistribution.from_json(record.fields)
+
+    async def pull_through_distributions(self) -> list[PullThroughDistribution]:
+        """Every pull-through distribution."""
+        from ocimirror.pullthrough import PullThroughDistribution
+
+        records = await self.metadata.list_pull_through("distribution")
+        return [PullThroughDistribution.from_json(r.fields) for r in records]
+
+    async def update_pull_through_distribution(
+        self, name: str, **fields: Any
+    ) -> PullThroughDistribution:
+        """Change some fields of a pull-through distribution."""
+        current = await self.pull_through_distribution(name)
+        dist = attrs.evolve(current, **fields)
+        await self.metadata.update_pull_through("distribution", name, dist.to_json())
+        self.pull_through.forget()
+        return dist
+
+    async def delete_pull_through_distribution(self, name: str) -> None:
+        """Stop serving a pull-through cache (the repositories it made stay)."""
+        await self.metadata.delete_pull_through("distribution", name)
+        self.pull_through.forget()
 
     # -- users -------------------------------------------------------------------------------
 

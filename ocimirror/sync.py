@@ -192,6 +192,8 @@ class _Job:
         #: Digests deliberately not synced (schema 1), with the reason.
         self.skips: dict[str, str] = {}
         self.failed_tags: dict[str, str] = {}
+        #: Tags and digests to sync instead of the filtered upstream list (pull-through).
+        self.only: list[str] | None = None
         #: What this event loop learnt of upstreams (referrers API, signature extension).
         self.capabilities: dict[tuple[str, str], bool] = (
             capabilities if capabilities is not None else {}
@@ -422,13 +424,19 @@ class _Job:
         await asyncio.gather(*(one(d, mt) for d, mt in roots))
 
     async def run(self) -> tuple[Published, list[dict[str, str]], int]:
-        upstream_tags = await self.client.list_tags(self.name)
-        # Tags that belong to another manifest (cosign, referrers tag schema) come with it.
-        companions = companion_tags(upstream_tags)
-        selected = sorted(
-            t for t in upstream_tags if t not in companions and self.remote.wants_tag(t)
-        )
-        digests = [str(d) for d in self.remote.include_digests]
+        if self.only is not None:
+            # Named tags and digests only (a pull-through fill): no listing, no companions.
+            companions: dict[str, tuple[Digest, str]] = {}
+            selected = sorted(r for r in self.only if ":" not in r)
+            digests = [str(Digest.parse(r)) for r in self.only if ":" in r]
+        else:
+            upstream_tags = await self.client.list_tags(self.name)
+            # Tags that belong to another manifest (cosign, referrers tag schema) come with it.
+            companions = companion_tags(upstream_tags)
+            selected = sorted(
+                t for t in upstream_tags if t not in companions and self.remote.wants_tag(t)
+            )
+            digests = [str(d) for d in self.remote.include_digests]
         self.progress.tags_total = len(selected) + len(digests)
         self.progress.phase = "resolving"
         self._tick()
@@ -528,14 +536,17 @@ async def sync_repository(
     progress: Callable[[SyncProgress], None] | None = None,
     limit: asyncio.Semaphore | None = None,
     connections: SharedConnections | None = None,
+    only: list[str] | None = None,
     _inflight: dict[str, asyncio.Future[None]] | None = None,
 ) -> SyncResult:
     """Sync one repository from a remote (default: the repository's own remote).
 
     A sync is a job over the stores, an upstream client and a policy. ``client`` lets a caller
     supply the upstream client (tests, custom transports); ``limit`` shares a download budget
-    between several syncs, ``connections`` their upstream connections. Raises LeaseLost when
-    another process took the repository's lease over: nothing is published then.
+    between several syncs, ``connections`` their upstream connections. ``only`` names the tags
+    and digests to sync instead of listing the upstream's (a pull-through cache's fill).
+    Raises LeaseLost when another process took the repository's lease over: nothing is
+    published then.
     """
     started = time.monotonic()
     policy = policy or SyncPolicy()
@@ -565,6 +576,7 @@ async def sync_repository(
         lease,
         connections.capabilities if connections is not None else None,
     )
+    job.only = None if only is None else list(only)
     running = asyncio.ensure_future(job.run())
     lost = asyncio.Event()
     renewer = asyncio.ensure_future(_renew(metadata, lease, running, lost))

@@ -37,6 +37,8 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import attrs
 
+from ocimirror.backends.pullthrough import PullThroughRecord, PullThroughStore
+
 __all__ = [
     "CONTENT_TYPES",
     "REQUIRED_KINDS",
@@ -54,6 +56,8 @@ __all__ = [
     "LeaseStore",
     "ManifestRecord",
     "MetadataStore",
+    "PullThroughRecord",
+    "PullThroughStore",
     "Reference",
     "Rejection",
     "RemoteRecord",
@@ -671,6 +675,7 @@ class MetadataStore(
     ContentStore,
     RemoteStore,
     DistributionStore,
+    PullThroughStore,
     LeaseStore,
     UploadStore,
     UserStore,

@@ -488,10 +488,13 @@ class TokenAuth:
         return actions
 
     async def _public(self, name: str) -> bool:
+        registry = self._bound()
         try:
-            distribution = await self._bound().metadata.get_distribution(base_path=name)
+            distribution = await registry.metadata.get_distribution(base_path=name)
         except DistributionNotFound:
-            return False
+            # A public pull-through cache serves the name before its repository exists.
+            cached = await registry.pull_through.match(name)
+            return cached is not None and not cached.distribution.private
         return not distribution.private
 
     async def _user(self, username: str | None) -> UserRecord | None:

@@ -28,6 +28,7 @@ from ocimirror.errors import (
     Unsupported,
     UploadNotFound,
 )
+from ocimirror.pullthrough import parse_reference
 from ocimirror.push import Push
 from ocimirror.server.access import PULL, PUSH, Access, Action, Authenticator, Identity, OpenAccess
 from ocimirror.server.base import version_check
@@ -183,7 +184,24 @@ class RegistryAPI:
         try:
             return not (await self.content.resolve(name)).private
         except NotFound:
-            return False
+            # A name a public pull-through cache serves may be pulled (and so fill it) by
+            # anyone, before its repository exists.
+            cached = await self.content.registry.pull_through.match(name)
+            return cached is not None and not cached.distribution.private
+
+    async def _through_cache(self, name: str, reference: str) -> None:
+        """For a name a pull-through cache serves: bring the manifest up to date (making the
+        repository on the first pull), before it is answered from the cache."""
+        pull_through = self.content.registry.pull_through
+        cached = await pull_through.match(name)
+        if cached is None:
+            return
+        reference = parse_reference(reference)
+        await pull_through.refresh(cached, reference)
+        self.content.forget(name)
+        retention = cached.distribution.max_size or cached.distribution.max_age
+        if retention and ":" not in reference:
+            await pull_through.pulled(name, reference)
 
     async def _may_pull(self, request: Request, identity: Identity, name: str) -> bool:
         try:
@@ -232,6 +250,7 @@ class RegistryAPI:
             if method in _READ:
                 await self._allow_pull(request, identity, name)
                 if kind == "manifests":
+                    await self._through_cache(name, reference)
                     return await get_manifest(self.content, request, name, reference)
                 if kind == "referrers":
                     return await referrers(self.content, request, name, reference)

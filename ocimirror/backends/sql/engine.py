@@ -53,6 +53,9 @@ class SQLEngine:
         self._uploads = t["uploads"]
         self._remote_content = t["remote_content"]
         self._cooldowns = t["remote_cooldowns"]
+        self._pt_remotes = t["pull_through_remotes"]
+        self._pt_dists = t["pull_through_distributions"]
+        self._pt_tags = t["pull_through_tags"]
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._sqlite_writer_lock: asyncio.Lock | None = None

@@ -227,7 +227,8 @@ def _add_version_2_tables(md: sa.MetaData) -> None:
 
 
 def _add_version_3_tables(md: sa.MetaData) -> None:
-    """Remote content (on-demand and streamed downloads) and remotes' cooldowns."""
+    """Remote content (on-demand and streamed downloads), remotes' cooldowns, and
+    pull-through caches."""
     # Where a blob recorded without its bytes (a layer of an on-demand sync) comes from. The
     # blob has its row in ``blobs`` like any other; its bytes are fetched on first request.
     sa.Table(
@@ -236,6 +237,34 @@ def _add_version_3_tables(md: sa.MetaData) -> None:
         sa.Column("digest", sa.String(150), primary_key=True),
         sa.Column("remote", sa.String(255), primary_key=True),
         sa.Column("touched", UTCDateTime, nullable=False),
+    )
+    # Pull-through caches: a remote of a whole registry, and a base path that serves
+    # ``<base_path>/<upstream name>`` from it, making repositories on first pull.
+    sa.Table(
+        "pull_through_remotes",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("fields", sa.JSON, nullable=False),
+        sa.Column("created", UTCDateTime, nullable=False),
+    )
+    sa.Table(
+        "pull_through_distributions",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("base_path", sa.String(255), nullable=False, unique=True),
+        sa.Column("fields", sa.JSON, nullable=False),
+        sa.Column("created", UTCDateTime, nullable=False),
+    )
+    # When a cached tag was last checked upstream and last pulled (for retention).
+    sa.Table(
+        "pull_through_tags",
+        md,
+        sa.Column("repository", sa.String(255), primary_key=True),
+        sa.Column("tag", sa.String(255), primary_key=True),
+        sa.Column("checked", UTCDateTime),
+        sa.Column("pulled", UTCDateTime),
     )
     # A remote that failed is left alone until ``until``; every process reads it here.
     sa.Table(
@@ -249,7 +278,13 @@ def _add_version_3_tables(md: sa.MetaData) -> None:
 
 def _upgrade_2_to_3(conn: sa.Connection) -> None:
     md = build_metadata()
-    for name in ("remote_content", "remote_cooldowns"):
+    for name in (
+        "remote_content",
+        "remote_cooldowns",
+        "pull_through_remotes",
+        "pull_through_distributions",
+        "pull_through_tags",
+    ):
         md.tables[name].create(conn, checkfirst=True)
 
 

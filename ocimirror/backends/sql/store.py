@@ -5,6 +5,7 @@ from __future__ import annotations
 from ocimirror.backends.sql.content import ContentMixin
 from ocimirror.backends.sql.engine import SQLEngine
 from ocimirror.backends.sql.leases import LeaseMixin
+from ocimirror.backends.sql.pullthrough import PullThroughMixin
 from ocimirror.backends.sql.remotes import RemoteMixin
 from ocimirror.backends.sql.repositories import RepositoryMixin
 from ocimirror.backends.sql.uploads import UploadMixin
@@ -12,7 +13,14 @@ from ocimirror.backends.sql.users import UserMixin
 
 
 class SQLMetadataStore(
-    RepositoryMixin, ContentMixin, LeaseMixin, RemoteMixin, UploadMixin, UserMixin, SQLEngine
+    RepositoryMixin,
+    ContentMixin,
+    LeaseMixin,
+    RemoteMixin,
+    PullThroughMixin,
+    UploadMixin,
+    UserMixin,
+    SQLEngine,
 ):
     """The metadata store on one SQLAlchemy engine (or two on SQLite: a writer and readers).
 

@@ -1,0 +1,432 @@
+"""Pull-through caching, as Pulp (``remote pull-through``, ``distribution pull-through``),
+CNCF Distribution's proxy mode, zot and Harbor offer it.
+
+A :class:`PullThroughRemote` names a whole registry (with include/exclude patterns on
+repository names); a :class:`PullThroughDistribution` serves it under a base path ``B``. The
+first pull of ``B/<name>:<tag>`` (or ``@<digest>``) makes a repository, a remote (the
+``on_demand`` policy, upstream name ``<name>``; Docker Hub's ``library/`` rule applies) and a
+distribution, all named ``B/<name>``, syncs that one tag into a new version and answers from
+it: layers come from the upstream on their first request while they are stored (see
+:mod:`ocimirror.ondemand`), and from storage after that.
+
+A tag pull checks the upstream tag with a HEAD (Docker Hub does not count HEADs against the
+pull limit) at most once per ``check_interval``, recorded in the database so that every
+server process shares it; a new digest upstream is synced in as a new version. When the
+upstream is unreachable or refuses (5xx, 429), the local copy is served. Names outside the
+patterns get 404 without any upstream request.
+
+Retention (``max_size`` bytes, ``max_age`` seconds): after a pull fills the cache, the tags
+pulled least recently are removed, each in a new version of its repository, and the content
+no version of any repository holds any more is deleted; content another repository holds is
+never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ocimirror.core.digest import Digest
+from ocimirror.core.reference import validate_repository_name
+from ocimirror.errors import (
+    AlreadyExists,
+    InvalidError,
+    InvalidName,
+    ManifestNotFound,
+    OcimirrorError,
+    RepositoryBusy,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from ocimirror.remote import Remote, SyncPolicy, _masked_headers, _masked_url
+
+if TYPE_CHECKING:
+    from ocimirror.registry import AsyncRegistry
+
+__all__ = ["PullThrough", "PullThroughDistribution", "PullThroughRemote"]
+
+log = logging.getLogger("ocimirror.pullthrough")
+
+_MASK = "********"
+
+#: How long a process remembers the list of pull-through distributions.
+_CACHES_TTL = 5.0
+#: How long a pull waits for another process's fill of the same repository.
+_BUSY_WAIT = 120.0
+
+
+def _check_patterns(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for pattern in value:
+        if not isinstance(pattern, str) or not pattern:
+            raise InvalidError(f"{attribute.name} entries must be non-empty strings")
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value or ())
+
+
+def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise InvalidError(f"url must start with http:// or https://, got {_masked_url(value)!r}")
+
+
+def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value or len(value) > 255 or value.strip() != value:
+        raise InvalidName(f"{attribute.name} must be 1-255 characters without outer spaces")
+
+
+def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+    ):
+        raise InvalidError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class PullThroughRemote:
+    """A whole upstream registry to cache from; ``include_names``/``exclude_names`` are
+    fnmatch patterns on repository names (exclude wins). Secrets are masked as in
+    :class:`~ocimirror.remote.Remote`."""
+
+    name: str = attrs.field(validator=_check_name)
+    url: str = attrs.field(validator=_check_url, repr=lambda v: repr(_masked_url(v)))
+    include_names: tuple[str, ...] = attrs.field(
+        default=(), converter=_patterns, validator=_check_patterns
+    )
+    exclude_names: tuple[str, ...] = attrs.field(
+        default=(), converter=_patterns, validator=_check_patterns
+    )
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    tls_validation: bool = True
+    ca_cert: str | None = attrs.field(default=None, repr=False)
+    proxy_url: str | None = attrs.field(default=None, repr=lambda v: repr(_masked_url(v)))
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=lambda v: repr(_masked_headers(v)))
+    download_concurrency: int = 10
+
+    def wants(self, name: str) -> bool:
+        """Whether a repository name passes the include and exclude patterns."""
+        if any(fnmatch.fnmatchcase(name, p) for p in self.exclude_names):
+            return False
+        return not self.include_names or any(
+            fnmatch.fnmatchcase(name, p) for p in self.include_names
+        )
+
+    def remote_for(self, name: str, upstream: str) -> Remote:
+        """The ``on_demand`` remote of one cached repository."""
+        return Remote(
+            name=name,
+            url=self.url,
+            upstream_name=upstream,
+            policy="on_demand",
+            username=self.username,
+            password=self.password,
+            tls_validation=self.tls_validation,
+            ca_cert=self.ca_cert,
+            proxy_url=self.proxy_url,
+            headers=dict(self.headers),
+            download_concurrency=self.download_concurrency,
+        )
+
+    def to_json(self, *, secrets: bool = False) -> dict[str, Any]:
+        """The fields as JSON, secrets masked unless ``secrets``."""
+        data = attrs.asdict(self)
+        data["include_names"] = list(self.include_names)
+        data["exclude_names"] = list(self.exclude_names)
+        data["headers"] = dict(self.headers)
+        if not secrets:
+            data["url"] = _masked_url(self.url)
+            data["proxy_url"] = _masked_url(self.proxy_url)
+            data["headers"] = _masked_headers(self.headers)
+            data["password"] = None if self.password is None else _MASK
+            data["ca_cert"] = None if self.ca_cert is None else _MASK
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PullThroughRemote:
+        """From :meth:`to_json` output (with secrets)."""
+        known = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@attrs.frozen(kw_only=True)
+class PullThroughDistribution:
+    """A base path that serves a pull-through remote's repositories below it."""
+
+    name: str = attrs.field(validator=_check_name)
+    base_path: str = attrs.field(validator=lambda _, __, value: validate_repository_name(value))
+    remote: str
+    private: bool = False
+    description: str | None = None
+    #: Seconds between two upstream checks of one cached tag.
+    check_interval: float = attrs.field(default=300.0, validator=_optional_positive)
+    #: Evict the least recently pulled tags when the cache holds more bytes than this.
+    max_size: int | None = attrs.field(default=None, validator=_optional_positive)
+    #: Evict tags not pulled for this many seconds.
+    max_age: float | None = attrs.field(default=None, validator=_optional_positive)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PullThroughDistribution:
+        """From :meth:`to_json` output."""
+        known = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def upstream_name(self, name: str) -> str | None:
+        """The upstream repository a name below the base path stands for, or None."""
+        prefix = self.base_path + "/"
+        return name[len(prefix) :] if name.startswith(prefix) and len(name) > len(prefix) else None
+
+
+@attrs.frozen
+class Cached:
+    """A name that a pull-through distribution serves."""
+
+    distribution: PullThroughDistribution
+    remote: PullThroughRemote
+    #: The local name (``<base path>/<upstream name>``): repository, remote, distribution.
+    name: str
+    upstream: str
+
+
+class PullThrough:
+    """Pull-through caching for one registry, in this process (see the module docstring)."""
+
+    def __init__(self, registry: AsyncRegistry) -> None:
+        self.registry = registry
+        self._caches: tuple[float, list[tuple[PullThroughDistribution, PullThroughRemote]]] = (
+            0.0,
+            [],
+        )
+        self._refreshing: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._made: set[str] = set()
+
+    def forget(self) -> None:
+        """Re-read the pull-through distributions on the next request."""
+        self._caches = (0.0, [])
+
+    async def _all(self) -> list[tuple[PullThroughDistribution, PullThroughRemote]]:
+        until, caches = self._caches
+        if time.monotonic() < until:
+            return caches
+        meta = self.registry.metadata
+        found = []
+        for record in await meta.list_pull_through("distribution"):
+            dist = PullThroughDistribution.from_json(record.fields)
+            try:
+                remote = await meta.get_pull_through("remote", dist.remote)
+            except OcimirrorError:
+                continue
+            found.append((dist, PullThroughRemote.from_json(remote.fields)))
+        found.sort(key=lambda pair: -len(pair[0].base_path))  # the longest base path first
+        self._caches = (time.monotonic() + _CACHES_TTL, found)
+        return found
+
+    async def match(self, name: str) -> Cached | None:
+        """The pull-through distribution that serves ``name``, if one does and its remote's
+        patterns let the name through (no upstream request either way)."""
+        for dist, remote in await self._all():
+            upstream = dist.upstream_name(name)
+            if upstream is None:
+                continue
+            if not remote.wants(upstream):
+                return None
+            return Cached(dist, remote, name, upstream)
+        return None
+
+    async def ensure(self, cached: Cached) -> None:
+        """Make the repository, remote and distribution of a cached name (idempotent, and
+        safe when another process makes them at the same moment)."""
+        if cached.name in self._made:
+            return
+        reg = self.registry
+        remote = cached.remote.remote_for(cached.name, cached.upstream)
+        dist = cached.distribution
+        with contextlib.suppress(AlreadyExists):
+            await reg.create_remote(remote)
+        with contextlib.suppress(AlreadyExists):
+            await reg.create_repository(
+                cached.name,
+                remote=cached.name,
+                retain_repo_versions=1,
+                description=f"pull-through cache of {cached.upstream} ({dist.name})",
+            )
+        try:
+            await reg.create_distribution(
+                cached.name, base_path=cached.name, repository=cached.name, private=dist.private
+            )
+            log.info("pull-through %s: caching %s as %s", dist.name, cached.upstream, cached.name)
+        except AlreadyExists:
+            pass
+        self._made.add(cached.name)
+
+    async def refresh(self, cached: Cached, reference: str) -> bool:
+        """Bring ``reference`` (a tag or digest) up to date in the cache before it is
+        answered; whether a new version was made. One refresh per name and reference runs
+        in this process at a time; the others wait for it."""
+        key = (cached.name, reference)
+        running = self._refreshing.get(key)
+        if running is not None:
+            await asyncio.shield(running)
+            return False
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._refreshing[key] = future
+        try:
+            return await self._refresh(cached, reference)
+        finally:
+            del self._refreshing[key]
+            future.set_result(None)
+
+    async def _refresh(self, cached: Cached, reference: str) -> bool:
+        await self.ensure(cached)
+        meta = self.registry.metadata
+        repo = await self.registry.repository(cached.name)
+        if ":" in reference:  # a digest: fetched once, then always local
+            if await repo.has_manifest(Digest.parse(reference)):
+                return False
+            return await self._fill(cached, reference, None)
+        local = (await repo.tags()).get(reference)
+        checked, _ = await meta.tag_times(cached.name, reference)
+        now = datetime.now(UTC)
+        interval = timedelta(seconds=cached.distribution.check_interval)
+        if local is not None and checked is not None and now - checked < interval:
+            return False
+        remote = cached.remote.remote_for(cached.name, cached.upstream)
+        from ocimirror.upstream import RegistryClient
+
+        try:
+            async with RegistryClient.from_remote(remote) as client:
+                upstream = await client.resolve(cached.upstream, reference)
+        except ManifestNotFound:
+            if local is not None:
+                return False  # gone upstream: the cached copy is still served
+            raise
+        except (UpstreamError, OSError) as exc:
+            if local is not None:
+                log.warning(
+                    "pull-through %s: upstream check failed, serving the cached copy: %s",
+                    cached.name,
+                    exc,
+                )
+                return False
+            raise UpstreamUnavailable(
+                f"{cached.name}:{reference} is not cached and the upstream cannot be reached: {exc}"
+            ) from exc
+        await meta.set_tag_times(cached.name, reference, checked=now)
+        if local == str(upstream.digest):
+            return False
+        return await self._fill(cached, reference, str(upstream.digest))
+
+    async def _fill(self, cached: Cached, reference: str, digest: str | None) -> bool:
+        """Sync one tag (or digest) into the cached repository; waits while another process
+        fills the same repository."""
+        from ocimirror.sync import sync_repository
+
+        reg = self.registry
+        remote = cached.remote.remote_for(cached.name, cached.upstream)
+        deadline = time.monotonic() + _BUSY_WAIT
+        while True:
+            try:
+                result = await sync_repository(
+                    reg.metadata,
+                    reg.blobs,
+                    cached.name,
+                    remote,
+                    policy=SyncPolicy(),
+                    only=[reference],
+                )
+                break
+            except RepositoryBusy:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+                repo = await reg.repository(cached.name)
+                if digest is not None and (await repo.tags()).get(reference) == digest:
+                    return False  # another process filled it meanwhile
+        if result.dropped:
+            reason = result.dropped[0]["reason"]
+            raise UpstreamUnavailable(f"{cached.name}:{reference} could not be cached: {reason}")
+        if ":" not in reference:
+            await reg.metadata.set_tag_times(
+                cached.name, reference, checked=datetime.now(UTC), pulled=datetime.now(UTC)
+            )
+        if result.created:
+            await self.evict(cached.distribution)
+        return result.created
+
+    async def pulled(self, name: str, tag: str) -> None:
+        """Note that a cached tag was pulled (for retention)."""
+        await self.registry.metadata.set_tag_times(name, tag, pulled=datetime.now(UTC))
+
+    async def evict(self, dist: PullThroughDistribution) -> list[tuple[str, str]]:
+        """Apply the distribution's retention; the (repository, tag) pairs evicted."""
+        if dist.max_size is None and dist.max_age is None:
+            return []
+        reg = self.registry
+        meta = reg.metadata
+        tags = await meta.pulled_tags(dist.base_path)
+        now = datetime.now(UTC)
+        evicted: list[tuple[str, str]] = []
+        if dist.max_age is not None:
+            cutoff = now - timedelta(seconds=dist.max_age)
+            evicted += [(r, t) for r, t, pulled in tags if pulled is not None and pulled < cutoff]
+        if dist.max_size is not None:
+            rest = [(r, t) for r, t, _ in tags if (r, t) not in evicted]
+            size = await self._size(dist, [r for r, _ in rest], evicted)
+            while rest[:-1] and size > dist.max_size:  # the newest tag always stays
+                evicted.append(rest.pop(0))
+                size = await self._size(dist, [r for r, _ in rest], evicted)
+        removed: dict[str, list[str]] = {}
+        for repository, tag in evicted:
+            removed.setdefault(repository, []).append(tag)
+        for repository, names in removed.items():
+            repo = await reg.repository(repository)
+            present = [t for t in names if t in await repo.tags()]
+            if present:
+                await repo.remove(tags=present)
+            for tag in names:
+                await meta.forget_tag(repository, tag)
+        if evicted:
+            log.info("pull-through %s: evicted %d tags", dist.name, len(evicted))
+            await reg.orphan_cleanup(grace=timedelta(seconds=60))
+        return evicted
+
+    async def _size(
+        self, dist: PullThroughDistribution, repositories: list[str], evicted: list[tuple[str, str]]
+    ) -> int:
+        """Bytes of the blobs the remaining tags of the cache hold (each blob once)."""
+        reg = self.registry
+        gone = set(evicted)
+        roots: list[str] = []
+        for repository in dict.fromkeys(repositories):
+            repo = await reg.repository(repository)
+            roots += [d for t, d in (await repo.tags()).items() if (repository, t) not in gone]
+        if not roots:
+            return 0
+        closure = await reg.metadata.closure(roots)
+        total = 0
+        for digest in closure.blobs:
+            record = await reg.metadata.get_blob(digest)
+            if record is not None:
+                total += record.size
+        return total
+
+
+def parse_reference(reference: str) -> str:
+    """A manifest reference as the cache keys it (a digest is normalised)."""
+    if ":" in reference:
+        return str(Digest.parse(reference))
+    return reference
