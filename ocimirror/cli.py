@@ -278,6 +278,8 @@ def _remote_fields(args: argparse.Namespace) -> dict[str, Any]:
         from pathlib import Path
 
         fields["ca_cert"] = Path(args.ca_cert).read_text() if args.ca_cert else None
+    if getattr(args, "platforms", None) is not None:
+        fields["platforms"] = tuple(p for p in args.platforms if p)
     for option, field in (
         ("trust_gpg_key", "trusted_gpg_keys"),
         ("trust_cosign_key", "trusted_cosign_keys"),
@@ -553,6 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--download-concurrency", type=int)
         p.add_argument("--max-retries", type=int)
         p.add_argument("--rate-limit", type=float)
+        p.add_argument(
+            "--platform",
+            action="append",
+            dest="platforms",
+            metavar="OS/ARCH[/VARIANT]",
+            help="download only these platforms of an index, keeping its digest (repeatable; "
+            "on update replaces the list, '' clears it)",
+        )
         p.add_argument(
             "--trust-gpg-key",
             action="append",

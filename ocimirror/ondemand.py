@@ -293,7 +293,16 @@ class OnDemand:
                 cooling = (name, *cooldown)
                 continue
             record = await self.metadata.get_remote(name)
-            return Remote.from_json(record.fields)  # type: ignore[attr-defined]
+            remote = Remote.from_json(record.fields)  # type: ignore[attr-defined]
+            if remote.policy == "immediate":
+                # Only a platform filter leaves an immediate remote's content remote.
+                raise BlobNotFound(
+                    f"blob {digest} belongs to a platform that remote {name!r} leaves out "
+                    f"(its platform filter: {', '.join(remote.platforms) or 'none'}); its "
+                    "policy is 'immediate', so it is not fetched on demand",
+                    detail={"digest": digest, "platforms": list(remote.platforms)},
+                )
+            return remote
         assert cooling is not None
         name, until, reason = cooling
         raise UpstreamUnavailable(

@@ -127,6 +127,19 @@ def _keys_repr(value: tuple[str, ...]) -> str:
     return f"<{len(value)} key{'s' if len(value) != 1 else ''}>"
 
 
+def _platforms(value: Any) -> tuple[str, ...]:
+    """Platform filters: one ``os/architecture[/variant]`` or a list of them, validated."""
+    from ocimirror.core.descriptor import Platform
+
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise InvalidError(f"platforms must be a list like ['linux/amd64'], got {value!r}")
+    return tuple(dict.fromkeys(str(Platform.parse(p)) for p in value))
+
+
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and (not isinstance(value, int | float) or value <= 0):
         raise InvalidError(f"{attribute.name} must be a positive number, got {value!r}")
@@ -178,6 +191,9 @@ class Remote:
     rate_limit: float | None = attrs.field(default=None, validator=_positive)
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=lambda v: repr(_masked_headers(v)))
     include_foreign_layers: bool = False
+    #: Download only these platforms' children of an index (``linux/amd64``); the index and
+    #: the other children's manifests are kept byte for byte, their blobs left remote.
+    platforms: tuple[str, ...] = attrs.field(default=(), converter=_platforms)
     #: ASCII-armored GPG public keys: atomic signatures must verify against one of them.
     trusted_gpg_keys: tuple[str, ...] = attrs.field(
         default=(), converter=_keys, validator=_check_keys("BEGIN PGP PUBLIC KEY"), repr=_keys_repr
@@ -208,6 +224,7 @@ class Remote:
         data["include_tags"] = list(self.include_tags)
         data["exclude_tags"] = list(self.exclude_tags)
         data["headers"] = dict(self.headers)
+        data["platforms"] = list(self.platforms)
         data["trusted_gpg_keys"] = list(self.trusted_gpg_keys)
         data["trusted_cosign_keys"] = list(self.trusted_cosign_keys)
         if not secrets:
@@ -251,6 +268,8 @@ class SyncPolicy:
 
     mirror: bool = False
     signed_only: bool = False
+    #: Platforms to download (added to the remote's ``platforms``); see :class:`Remote`.
+    platforms: tuple[str, ...] = attrs.field(default=(), converter=_platforms)
     trusted_gpg_keys: tuple[str, ...] = attrs.field(
         default=(), converter=_keys, validator=_check_keys("BEGIN PGP PUBLIC KEY"), repr=_keys_repr
     )
@@ -262,6 +281,7 @@ class SyncPolicy:
         """This policy with the remote's trusted keys added."""
         return attrs.evolve(
             self,
+            platforms=tuple(dict.fromkeys((*self.platforms, *remote.platforms))),
             trusted_gpg_keys=tuple(
                 dict.fromkeys((*self.trusted_gpg_keys, *remote.trusted_gpg_keys))
             ),

@@ -51,7 +51,7 @@ from ocimirror.backends.metadata import (
     RemoteStore,
     RepositoryRecord,
 )
-from ocimirror.core.descriptor import Descriptor
+from ocimirror.core.descriptor import Descriptor, Platform
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import ImageManifest, Manifest, parse_manifest
 from ocimirror.core.mediatype import MediaType
@@ -214,12 +214,16 @@ class _Job:
 
     # -- content ---------------------------------------------------------------------------
 
-    def manifest(self, digest: Digest, media_type: str | None) -> asyncio.Task[None]:
-        """The task that downloads one manifest and everything under it; one per digest."""
+    def manifest(
+        self, digest: Digest, media_type: str | None, *, filtered: bool = False
+    ) -> asyncio.Task[None]:
+        """The task that downloads one manifest and everything under it; one per digest.
+        A ``filtered`` manifest (a platform the filter leaves out) is recorded with its blobs
+        left remote."""
         key = str(digest)
         task = self._manifests.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._download_manifest(digest, media_type))
+            task = asyncio.ensure_future(self._download_manifest(digest, media_type, filtered))
             self._manifests[key] = task
         return task
 
@@ -251,7 +255,9 @@ class _Job:
             self.progress.manifests_reused += 1
         return stored
 
-    async def _download_manifest(self, digest: Digest, media_type: str | None) -> None:
+    async def _download_manifest(
+        self, digest: Digest, media_type: str | None, filtered: bool = False
+    ) -> None:
         key = str(digest)
         try:
             fetched = self._fetched.pop(key, None)
@@ -263,11 +269,15 @@ class _Job:
                 raise _Skip(f"{digest} is a schema 1 manifest: it is never converted")
             self.progress.manifests_downloaded += 1
             wanted = self._wanted_blobs(manifest)
-            later = self._left_remote(manifest, wanted)
+            later = (
+                {str(b.digest) for b in wanted} if filtered else self._left_remote(manifest, wanted)
+            )
             fetch = [b for b in wanted if str(b.digest) not in later]
             unrecorded = await self._unrecorded(fetch)
+            kept, left = self._split_children(manifest)
             await asyncio.gather(
-                self._ensure_manifests([(c.digest, c.media_type) for c in manifest.children()]),
+                self._ensure_manifests([(c.digest, c.media_type) for c in kept]),
+                *(self.manifest(c.digest, c.media_type, filtered=True) for c in left),
                 *(self.blob(b.digest, b.size, look=str(b.digest) not in unrecorded) for b in fetch),
             )
         except _Skip as exc:
@@ -295,6 +305,36 @@ class _Job:
             for b in manifest.blobs()
             if self.remote.include_foreign_layers or MediaType.is_distributable(b.media_type)
         ]
+
+    def _split_children(self, manifest: Manifest) -> tuple[list[Descriptor], list[Descriptor]]:
+        """An index's children: those to download, and those a platform filter leaves out
+        (their manifests are still recorded, byte for byte, so the index keeps its digest;
+        their blobs stay remote). Attestations of a kept child are kept with it."""
+        children = list(manifest.children())
+        if not self.policy.platforms or not children:
+            return children, []
+        wanted = [Platform.parse(p) for p in self.policy.platforms]
+
+        def matches(platform: Platform | None) -> bool:
+            return platform is None or any(
+                w.os == platform.os
+                and w.architecture == platform.architecture
+                and (w.variant is None or w.variant == platform.variant)
+                for w in wanted
+            )
+
+        kept = {str(c.digest) for c in children if matches(c.platform)}
+        for c in children:
+            annotations = c.annotations or {}
+            if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+                if annotations.get("vnd.docker.reference.digest") in kept:
+                    kept.add(str(c.digest))
+                else:
+                    kept.discard(str(c.digest))
+        return (
+            [c for c in children if str(c.digest) in kept],
+            [c for c in children if str(c.digest) not in kept],
+        )
 
     def _left_remote(self, manifest: Manifest, wanted: list[Descriptor]) -> set[str]:
         """The layers an ``on_demand`` or ``streamed`` remote leaves upstream until a client
