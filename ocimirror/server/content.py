@@ -38,10 +38,6 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 _T = TypeVar("_T")
 
-#: How soon after a resolution a miss may trigger another one (bounds database load when a
-#: client keeps asking for something that does not exist).
-_RECHECK_AFTER = 0.1
-
 
 @attrs.frozen(kw_only=True)
 class Served:
@@ -171,7 +167,7 @@ class Content:
         self._registry = registry
         self.cache_ttl = cache_ttl
         self._names: _LRU[str, _Resolution] = _LRU(max_entries)
-        self._loading: dict[str, asyncio.Future[_Resolution]] = {}
+        self._loading: dict[str, tuple[float, asyncio.Future[_Resolution]]] = {}
         self._tags: _LRU[tuple[Any, ...], str] = _LRU(max_entries)
         self._present: _LRU[tuple[Any, ...], bool] = _LRU(max_entries)
         self._manifests = _ManifestLRU(manifest_cache_bytes)
@@ -221,13 +217,22 @@ class Content:
             and cached.loaded > fresher_than
         ):
             return cached
-        # One database read per name at a time; concurrent requests share it.
-        loading = self._loading.get(name)
-        if loading is None:
+        # One database read per name at a time; concurrent requests share it, unless it began
+        # before what the caller must see (a miss wants a read that began after it arrived).
+        current = self._loading.get(name)
+        loading: asyncio.Future[_Resolution]
+        if current is None or current[0] <= fresher_than:
             loading = asyncio.ensure_future(self._load(name))
-            self._loading[name] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(name, None))
+            self._loading[name] = (time.monotonic(), loading)
+            loading.add_done_callback(lambda done: self._forget_loading(name, done))
+        else:
+            loading = current[1]
         return await asyncio.shield(loading)
+
+    def _forget_loading(self, name: str, done: asyncio.Future[_Resolution]) -> None:
+        current = self._loading.get(name)
+        if current is not None and current[1] is done:
+            del self._loading[name]
 
     async def _load(self, name: str) -> _Resolution:
         loaded = time.monotonic()
@@ -260,16 +265,20 @@ class Content:
     ) -> tuple[Served, _T | None]:
         """Resolve ``name`` and ``read`` from that version; on a miss, re-resolve once.
 
-        The retry makes a version published (or squashed away) since the cached resolution
-        show at once, instead of answering 404 until the cache expires.
+        The retry, with a read of the name that began after the request arrived, makes a
+        version published (or squashed away) before the request show at once, in whichever
+        process published it, instead of answering 404 until the cache expires.
         """
         now = time.monotonic()
         resolution = await self._resolution(name, now)
         served = _served(resolution)
         value = await read(served)
-        if value is not None or now - resolution.loaded < _RECHECK_AFTER:
+        if value is not None or resolution.loaded > now:
             return served, value
-        fresh = _served(await self._resolution(name, now, fresher_than=resolution.loaded))
+        # A read of the name that began after this request arrived: a version published
+        # before the request (another process's, say the one whose manifest the client just
+        # got) is then seen. Concurrent misses share one such read.
+        fresh = _served(await self._resolution(name, time.monotonic(), fresher_than=now))
         if fresh.key == served.key:
             return served, value
         return fresh, await read(fresh)
