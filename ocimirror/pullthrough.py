@@ -50,6 +50,7 @@ from ocimirror.remote import Remote, SyncPolicy, _masked_headers, _masked_url
 
 if TYPE_CHECKING:
     from ocimirror.registry import AsyncRegistry
+    from ocimirror.upstream import SharedConnections
 
 __all__ = ["PullThrough", "PullThroughDistribution", "PullThroughRemote"]
 
@@ -213,6 +214,10 @@ class PullThrough:
         )
         self._refreshing: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._made: set[str] = set()
+        #: Per cached repository: references waiting for the next fill, and the fill running.
+        self._queued: dict[str, list[tuple[str, str | None, asyncio.Future[bool]]]] = {}
+        self._draining: dict[str, asyncio.Task[None]] = {}
+        self._shared: SharedConnections | None = None
 
     def forget(self) -> None:
         """Re-read the pull-through distributions on the next request."""
@@ -299,17 +304,21 @@ class PullThrough:
                 return False
             return await self._fill(cached, reference, None)
         local = (await repo.tags()).get(reference)
+        if local is None:
+            # Not cached yet: the fill's GET by tag is the check.
+            return await self._fill(cached, reference, None)
         checked, _ = await meta.tag_times(cached.name, reference)
         now = datetime.now(UTC)
         interval = timedelta(seconds=cached.distribution.check_interval)
-        if local is not None and checked is not None and now - checked < interval:
+        if checked is not None and now - checked < interval:
             return False
         remote = cached.remote.remote_for(cached.name, cached.upstream)
-        from ocimirror.upstream import RegistryClient
-
         try:
-            async with RegistryClient.from_remote(remote) as client:
+            client = self._connections().client(remote)
+            try:
                 upstream = await client.resolve(cached.upstream, reference)
+            finally:
+                await client.aclose()
         except ManifestNotFound:
             if local is not None:
                 return False  # gone upstream: the cached copy is still served
@@ -331,41 +340,89 @@ class PullThrough:
         return await self._fill(cached, reference, str(upstream.digest))
 
     async def _fill(self, cached: Cached, reference: str, digest: str | None) -> bool:
-        """Sync one tag (or digest) into the cached repository; waits while another process
-        fills the same repository."""
+        """Sync one tag (or digest) into the cached repository, together with whatever
+        else this process is waiting for in that repository (one sync for them all);
+        whether a new version was made."""
+        waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(cached.name, []).append((reference, digest, waiting))
+        if cached.name not in self._draining:
+            task = asyncio.ensure_future(self._drain(cached))
+            self._draining[cached.name] = task
+        return await asyncio.shield(waiting)
+
+    async def _drain(self, cached: Cached) -> None:
+        try:
+            while queue := self._queued.pop(cached.name, None):
+                try:
+                    created, dropped = await self._sync(cached, queue)
+                except BaseException as exc:
+                    for _, _, waiting in queue:
+                        if not waiting.done():
+                            waiting.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for reference, _, waiting in queue:
+                    if reference in dropped:
+                        waiting.set_exception(
+                            UpstreamUnavailable(
+                                f"{cached.name}:{reference} could not be cached: "
+                                f"{dropped[reference]}"
+                            )
+                        )
+                    else:
+                        waiting.set_result(created)
+        finally:
+            del self._draining[cached.name]
+
+    async def _sync(
+        self, cached: Cached, queue: list[tuple[str, str | None, asyncio.Future[bool]]]
+    ) -> tuple[bool, dict[str, str]]:
+        """One sync of the queued references; waits while another process syncs the same
+        repository (then only what it did not bring is synced)."""
         from ocimirror.sync import sync_repository
 
         reg = self.registry
         remote = cached.remote.remote_for(cached.name, cached.upstream)
+        references = list(dict.fromkeys(r for r, _, _ in queue))
+        wanted = {r: d for r, d, _ in queue if d is not None}
         deadline = time.monotonic() + _BUSY_WAIT
         while True:
             try:
                 result = await sync_repository(
-                    reg.metadata,
-                    reg.blobs,
-                    cached.name,
-                    remote,
-                    policy=SyncPolicy(),
-                    only=[reference],
-                )
+                    reg.metadata, reg.blobs, cached.name, remote, policy=SyncPolicy(),
+                    only=references,
+                )  # fmt: skip
                 break
             except RepositoryBusy:
                 if time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(0.2)
-                repo = await reg.repository(cached.name)
-                if digest is not None and (await repo.tags()).get(reference) == digest:
-                    return False  # another process filled it meanwhile
-        if result.dropped:
-            reason = result.dropped[0]["reason"]
-            raise UpstreamUnavailable(f"{cached.name}:{reference} could not be cached: {reason}")
-        if ":" not in reference:
-            await reg.metadata.set_tag_times(
-                cached.name, reference, checked=datetime.now(UTC), pulled=datetime.now(UTC)
-            )
+                await asyncio.sleep(0.05)
+                tags = await (await reg.repository(cached.name)).tags()
+                references = [r for r in references if r not in wanted or tags.get(r) != wanted[r]]
+                if not references:
+                    return False, {}  # another process filled them meanwhile
+        now = datetime.now(UTC)
+        for reference in references:
+            if ":" not in reference:
+                await reg.metadata.set_tag_times(cached.name, reference, checked=now, pulled=now)
         if result.created:
             await self.evict(cached.distribution)
-        return result.created
+        dropped = {d.get("tag") or d.get("digest", ""): d["reason"] for d in result.dropped}
+        return result.created, dropped
+
+    def _connections(self) -> SharedConnections:
+        if self._shared is None:
+            from ocimirror.upstream import SharedConnections
+
+            self._shared = SharedConnections()
+        return self._shared
+
+    async def close(self) -> None:
+        """Close the upstream connections of tag checks."""
+        if self._shared is not None:
+            await self._shared.aclose()
+            self._shared = None
 
     async def pulled(self, name: str, tag: str) -> None:
         """Note that a cached tag was pulled (for retention)."""

@@ -155,6 +155,8 @@ class AsyncRegistry:
         """Close both stores (after downloads of remote content in flight)."""
         if self._on_demand is not None:
             await self._on_demand.close()
+        if self._pull_through is not None:
+            await self._pull_through.close()
         await self.metadata.close()
         await self.blobs.close()
 
