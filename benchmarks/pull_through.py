@@ -28,10 +28,13 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,10 +92,38 @@ async def _pull_all(base: str, images: list[tuple[str, str]], concurrency: int) 
     return sum(sizes)
 
 
+#: ``--client``: the asyncio puller (``http``) or one ``skopeo copy`` per image (``skopeo``).
+CLIENT = "http"
+
+
+def _skopeo_one(base: str, name: str, tag: str, out: Path) -> int:
+    host = base.split("://", 1)[1]
+    target = out / f"{name.replace('/', '_')}-{tag}"
+    env = {**os.environ, "REGISTRY_AUTH_FILE": str(out / "auth.json")}
+    done = subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+         f"docker://{host}/{name}:{tag}", f"dir:{target}"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"skopeo copy {name}:{tag} failed: {done.stderr.strip()}")
+    size = sum(p.stat().st_size for p in target.iterdir() if p.name != "version")
+    shutil.rmtree(target)
+    return size
+
+
 def pull(base: str, images: list[tuple[str, str]], concurrency: int) -> tuple[float, int]:
-    """Seconds to pull every image, and the bytes read."""
+    """Seconds to pull every image, and the bytes read (``dir:`` bytes for skopeo)."""
     started = time.perf_counter()
-    size = asyncio.run(_pull_all(base, images, concurrency))
+    if CLIENT == "skopeo":
+        with (
+            tempfile.TemporaryDirectory(prefix="pt-skopeo-") as out,
+            ThreadPoolExecutor(concurrency) as pool,
+        ):
+            sizes = pool.map(lambda it: _skopeo_one(base, it[0], it[1], Path(out)), images)
+            size = sum(sizes)
+    else:
+        size = asyncio.run(_pull_all(base, images, concurrency))
     return time.perf_counter() - started, size
 
 
@@ -136,7 +167,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="serve workers")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--client",
+        choices=("http", "skopeo"),
+        default="http",
+        help="the asyncio puller, or one skopeo copy to dir: per image",
+    )
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
 
     with tempfile.TemporaryDirectory(prefix="ocimirror-pt-bench-") as tmp:
         work = Path(tmp)
@@ -156,8 +195,9 @@ def main() -> int:
         ratio = median[key] / median["direct"]
         rows.append((key, f"{median[key]:.2f}", f"{ratio:.2f}x"))
     print()
-    print(f"{len(images)} images over {args.repos} repositories, concurrency {args.concurrency}, "
-          f"{args.workers} serve workers, median of {args.repeat}")  # fmt: skip
+    print(f"{len(images)} images over {args.repos} repositories, client {args.client}, "
+          f"concurrency {args.concurrency}, {args.workers} serve workers, "
+          f"median of {args.repeat}")  # fmt: skip
     print_table(("target", "seconds", "vs direct"), rows)
     print(f"\ncommand: {command_line('benchmarks/pull_through.py')}")
     if args.json:

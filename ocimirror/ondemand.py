@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ocimirror.core.digest import Digest, Hasher
 from ocimirror.errors import (
@@ -62,15 +62,11 @@ _READ = 1 << 20
 class OnDemandStore(Protocol):
     """What on-demand fetching needs of the metadata store."""
 
-    async def blob_sources(self, digest: str) -> list[str]: ...
-
-    async def get_remote_cooldown(self, remote: str) -> tuple[datetime, str] | None: ...
+    async def remote_sources(
+        self, digest: str
+    ) -> list[tuple[str, dict[str, Any], tuple[datetime, str] | None]]: ...
 
     async def set_remote_cooldown(self, remote: str, until: datetime, reason: str) -> None: ...
-
-
-class _Metadata(OnDemandStore, Protocol):
-    async def get_remote(self, name: str) -> object: ...
 
 
 class Arrival:
@@ -225,7 +221,7 @@ class OnDemand:
 
     def __init__(
         self,
-        metadata: _Metadata,
+        metadata: OnDemandStore,
         blobs: BlobStore,
         *,
         spool: str | os.PathLike[str] | None = None,
@@ -279,21 +275,21 @@ class OnDemand:
         return self.spool / f"ocimirror-ondemand-{digest.hex[:32]}-{os.urandom(6).hex()}"
 
     async def _source(self, digest: str) -> Remote:
-        """The remote to fetch ``digest`` from: the first of its sources not cooling down."""
-        sources = await self.metadata.blob_sources(digest)
+        """The remote to fetch ``digest`` from: the first of its sources not cooling down
+        (one database read)."""
+        sources = await self.metadata.remote_sources(digest)
         if not sources:
             raise BlobNotFound(
                 f"blob {digest} is missing from storage and no remote provides it",
                 detail={"digest": digest},
             )
         cooling: tuple[str, datetime, str] | None = None
-        for name in sources:
-            cooldown = await self.metadata.get_remote_cooldown(name)
-            if cooldown is not None and cooldown[0] > datetime.now(UTC):
+        now = datetime.now(UTC)
+        for name, fields, cooldown in sources:
+            if cooldown is not None and cooldown[0] > now:
                 cooling = (name, *cooldown)
                 continue
-            record = await self.metadata.get_remote(name)
-            remote = Remote.from_json(record.fields)  # type: ignore[attr-defined]
+            remote = Remote.from_json(fields)
             if remote.policy == "immediate":
                 # Only a platform filter leaves an immediate remote's content remote.
                 raise BlobNotFound(
@@ -308,7 +304,7 @@ class OnDemand:
         raise UpstreamUnavailable(
             f"remote {name!r} failed a moment ago ({reason}); it is left alone until "
             f"{until:%H:%M:%S} UTC",
-            retry_after=max(1, int((until - datetime.now(UTC)).total_seconds())),
+            retry_after=max(1, int((until - now).total_seconds())),
         )
 
     def _upstream(self, remote: Remote) -> RegistryClient:

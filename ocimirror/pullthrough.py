@@ -218,6 +218,8 @@ class PullThrough:
         self._queued: dict[str, list[tuple[str, str | None, asyncio.Future[bool]]]] = {}
         self._draining: dict[str, asyncio.Task[None]] = {}
         self._shared: SharedConnections | None = None
+        #: (name, reference) -> until when this process knows it needs no check.
+        self._fresh: dict[tuple[str, str], float] = {}
 
     def forget(self) -> None:
         """Re-read the pull-through distributions on the next request."""
@@ -296,22 +298,28 @@ class PullThrough:
             future.set_result(None)
 
     async def _refresh(self, cached: Cached, reference: str) -> bool:
+        key = (cached.name, reference)
+        if time.monotonic() < self._fresh.get(key, 0.0):
+            return False  # checked within the interval, as this process knows
         await self.ensure(cached)
         meta = self.registry.metadata
         repo = await self.registry.repository(cached.name)
         if ":" in reference:  # a digest: fetched once, then always local
             if await repo.has_manifest(Digest.parse(reference)):
+                self._remember(key, 3600.0)
                 return False
             return await self._fill(cached, reference, None)
-        local = (await repo.tags()).get(reference)
+        now = datetime.now(UTC)
+        interval = timedelta(seconds=cached.distribution.check_interval)
+        checked, _ = await meta.tag_times(cached.name, reference)
+        if checked is not None and now - checked < interval:
+            # Checked within the interval (by any process): the tag is cached.
+            self._remember(key, (checked + interval - now).total_seconds())
+            return False
+        local = await meta.get_tag(cached.name, repo.latest_version_number, reference)
         if local is None:
             # Not cached yet: the fill's GET by tag is the check.
             return await self._fill(cached, reference, None)
-        checked, _ = await meta.tag_times(cached.name, reference)
-        now = datetime.now(UTC)
-        interval = timedelta(seconds=cached.distribution.check_interval)
-        if checked is not None and now - checked < interval:
-            return False
         remote = cached.remote.remote_for(cached.name, cached.upstream)
         try:
             client = self._connections().client(remote)
@@ -336,6 +344,7 @@ class PullThrough:
             ) from exc
         await meta.set_tag_times(cached.name, reference, checked=now)
         if local == str(upstream.digest):
+            self._remember(key, cached.distribution.check_interval)
             return False
         return await self._fill(cached, reference, str(upstream.digest))
 
@@ -402,13 +411,16 @@ class PullThrough:
                 references = [r for r in references if r not in wanted or tags.get(r) != wanted[r]]
                 if not references:
                     return False, {}  # another process filled them meanwhile
+        dropped = {d.get("tag") or d.get("digest", ""): d["reason"] for d in result.dropped}
         now = datetime.now(UTC)
         for reference in references:
+            if reference in dropped:
+                continue
             if ":" not in reference:
                 await reg.metadata.set_tag_times(cached.name, reference, checked=now, pulled=now)
+            self._remember((cached.name, reference), cached.distribution.check_interval)
         if result.created:
             await self.evict(cached.distribution)
-        dropped = {d.get("tag") or d.get("digest", ""): d["reason"] for d in result.dropped}
         return result.created, dropped
 
     def _connections(self) -> SharedConnections:
@@ -423,6 +435,12 @@ class PullThrough:
         if self._shared is not None:
             await self._shared.aclose()
             self._shared = None
+
+    def _remember(self, key: tuple[str, str], seconds: float) -> None:
+        """This process need not look at ``key`` again for ``seconds``."""
+        if len(self._fresh) > 100_000:
+            self._fresh.clear()
+        self._fresh[key] = time.monotonic() + seconds
 
     async def pulled(self, name: str, tag: str) -> None:
         """Note that a cached tag was pulled (for retention)."""
@@ -456,6 +474,7 @@ class PullThrough:
                 await repo.remove(tags=present)
             for tag in names:
                 await meta.forget_tag(repository, tag)
+                self._fresh.pop((repository, tag), None)
         if evicted:
             log.info("pull-through %s: evicted %d tags", dist.name, len(evicted))
             await reg.orphan_cleanup(grace=timedelta(seconds=60))

@@ -485,6 +485,12 @@ class ContentStore(Protocol):
         """The remotes a blob recorded without its bytes can be fetched from, by name."""
         ...
 
+    async def remote_sources(
+        self, digest: str
+    ) -> list[tuple[str, dict[str, Any], tuple[datetime, str] | None]]:
+        """(remote name, its fields, its cooldown or None) for each remote providing a blob."""
+        ...
+
     def iter_blobs(self) -> AsyncIterator[BlobRecord]:
         """Every blob record (for repair)."""
         ...

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from ocimirror.core.digest import Digest
 from ocimirror.errors import InvalidDigest, InvalidManifest, ManifestNotFound
 from ocimirror.push import Push
-from ocimirror.server.content import Content
+from ocimirror.server.content import Content, Served
 from ocimirror.server.manifests import read_capped
 from ocimirror.signatures.atomic import decode_extension, encode_extension
 
@@ -45,8 +45,14 @@ def _digest(reference: str) -> Digest:
 async def get_signatures(content: Content, request: Request, name: str, reference: str) -> Response:
     """The signatures of one manifest in the served version."""
     digest = str(_digest(reference))
-    served = await content.resolve(name)
-    if not await content.has(served, "container.manifest", digest):
+
+    async def holds(served: Served) -> bool | None:
+        return await content.has(served, "container.manifest", digest) or None
+
+    # As for a blob: a miss re-resolves the name, so a version another process published a
+    # moment ago (the one whose manifest the client just got) is seen.
+    served, present = await content.read(name, holds)
+    if not present:
         raise ManifestNotFound(f"manifest {digest} is not in {name!r}", detail={"digest": digest})
     records = await content.registry.metadata.signatures(served.repository, served.version, digest)
     body = encode_extension((r.name, r.data) for r in records if r.sig_type == "atomic")

@@ -283,6 +283,30 @@ class ContentMixin(SQLEngine):
             )
             return list(rows.scalars())
 
+    async def remote_sources(
+        self, digest: str
+    ) -> list[tuple[str, dict[str, Any], tuple[datetime, str] | None]]:
+        """(remote name, its fields, its cooldown or None) for each remote that provides a
+        blob recorded without its bytes, in one read."""
+        rc, r, c = self._remote_content, self._remotes, self._cooldowns
+        async with self._read() as conn:
+            rows = await conn.execute(
+                sa.select(r.c.name, r.c.fields, c.c.until, c.c.reason)
+                .select_from(
+                    rc.join(r, r.c.name == rc.c.remote).outerjoin(c, c.c.remote == rc.c.remote)
+                )
+                .where(rc.c.digest == digest)
+                .order_by(r.c.name)
+            )
+            return [
+                (
+                    row.name,
+                    dict(row.fields),
+                    None if row.until is None else (row.until, row.reason),
+                )
+                for row in rows
+            ]
+
     async def delete_orphans(self, older_than: datetime) -> CleanupCounts:
         """Delete manifests, signatures and blobs that no version of any repository holds.
 
