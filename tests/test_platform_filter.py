@@ -126,7 +126,8 @@ def test_the_filter_is_a_sync_policy_and_a_cli_option_too(
     assert s390x <= blob_gets(proxy) and not amd64 & blob_gets(proxy)
     home = str(tmp_path / "cli")
     argv = ["remote", "create", "--name", "up", "--url", proxy.url, "--upstream-name",
-            upstream["name"], "--platform", "linux/amd64", "--platform", "linux/arm64/v8"]  # fmt: skip
+            upstream["name"], "--platform", "linux/amd64",
+            "--platform", "linux/arm64/v8"]  # fmt: skip
     assert main(["--home", home, *argv]) == 0
     out = capsys.readouterr().out
     assert '"linux/amd64"' in out and '"linux/arm64/v8"' in out
