@@ -208,3 +208,29 @@ def test_retention_evicts_the_least_recently_pulled_tags(
         assert set(repo.tags()) == {"t1", "t2"}  # t0 was pulled least recently
         versions = [v.number for v in repo.versions()]
         assert len(versions) == 1  # a cache keeps its latest version only
+
+
+def test_pull_through_remotes_never_show_their_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ocimirror.cli import main
+    from ocimirror.pullthrough import PullThroughRemote
+
+    remote = PullThroughRemote(
+        name="hub", url="https://bob:url-s3cret@registry.example", password="pw-s3cret",
+        headers={"X-Api-Key": "hdr-s3cret"},
+    )  # fmt: skip
+    for shown in (repr(remote), str(remote.to_json())):
+        assert "s3cret" not in shown
+    assert remote.to_json(secrets=True)["password"] == "pw-s3cret"
+    home = str(tmp_path / "home")
+    assert main(["--home", home, "remote", "pull-through", "create", "--name", "hub",
+                 "--url", "https://registry.example", "--username", "bob",
+                 "--password", "pw-s3cret", "--include-names", "library/*"]) == 0  # fmt: skip
+    assert main(["--home", home, "remote", "pull-through", "show", "--name", "hub"]) == 0
+    assert main(["--home", home, "distribution", "pull-through", "create", "--name", "c",
+                 "--base-path", "cache", "--remote", "hub", "--max-age", "3600"]) == 0  # fmt: skip
+    out, err = capsys.readouterr()
+    assert "pw-s3cret" not in out + err
+    assert '"include_names": [\n    "library/*"' in out or '"library/*"' in out
+    assert '"max_age": 3600.0' in out
