@@ -16,9 +16,9 @@ upstream is unreachable or refuses (5xx, 429), the local copy is served. Names o
 patterns get 404 without any upstream request.
 
 Retention (``max_size`` bytes, ``max_age`` seconds): after a pull fills the cache, the tags
-pulled least recently are removed, each in a new version of its repository, and the content
-no version of any repository holds any more is deleted; content another repository holds is
-never touched.
+pulled least recently are removed, each in a new version of its repository (the older
+versions of that repository are deleted then), and the content no version of any repository
+holds any more is deleted; content another repository holds is never touched.
 """
 
 from __future__ import annotations
@@ -265,10 +265,11 @@ class PullThrough:
         with contextlib.suppress(AlreadyExists):
             await reg.create_remote(remote)
         with contextlib.suppress(AlreadyExists):
+            # Every fill is a version; they are pruned when the cache evicts (squashing a
+            # version away on every fill would pull it from under concurrent readers).
             await reg.create_repository(
                 cached.name,
                 remote=cached.name,
-                retain_repo_versions=1,
                 description=f"pull-through cache of {cached.upstream} ({dist.name})",
             )
         try:
@@ -471,7 +472,11 @@ class PullThrough:
             repo = await reg.repository(repository)
             present = [t for t in names if t in await repo.tags()]
             if present:
-                await repo.remove(tags=present)
+                latest = await repo.remove(tags=present)
+                # Older versions would still hold what was evicted: only the latest stays.
+                for version in await repo.versions():
+                    if version.number < latest.number:
+                        await repo.delete_version(version.number)
             for tag in names:
                 await meta.forget_tag(repository, tag)
                 self._fresh.pop((repository, tag), None)

@@ -34,6 +34,9 @@ from ocimirror.registry import AsyncRegistry
 
 __all__ = ["Content", "Served"]
 
+#: How often a miss reads the name again while the version it names keeps changing.
+_MISS_RETRIES = 3
+
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 _T = TypeVar("_T")
@@ -263,7 +266,7 @@ class Content:
     async def read(
         self, name: str, read: Callable[[Served], Awaitable[_T | None]]
     ) -> tuple[Served, _T | None]:
-        """Resolve ``name`` and ``read`` from that version; on a miss, re-resolve once.
+        """Resolve ``name`` and ``read`` from that version; on a miss, re-resolve.
 
         The retry, with a read of the name that began after the request arrived, makes a
         version published (or squashed away) before the request show at once, in whichever
@@ -278,10 +281,16 @@ class Content:
         # A read of the name that began after this request arrived: a version published
         # before the request (another process's, say the one whose manifest the client just
         # got) is then seen. Concurrent misses share one such read.
-        fresh = _served(await self._resolution(name, time.monotonic(), fresher_than=now))
-        if fresh.key == served.key:
-            return served, value
-        return fresh, await read(fresh)
+        for _ in range(_MISS_RETRIES):
+            fresh = _served(await self._resolution(name, time.monotonic(), fresher_than=now))
+            if fresh.key == served.key:
+                return served, value
+            served, value = fresh, await read(fresh)
+            if value is not None:
+                break
+            # The version read was squashed away meanwhile (retention): read the name again.
+            now = time.monotonic()
+        return served, value
 
     # -- one version ---------------------------------------------------------------------------
 
