@@ -399,9 +399,11 @@ class PullThrough:
         deadline = time.monotonic() + _BUSY_WAIT
         while True:
             try:
+                # The process's connections (and what it learnt of the upstream: no
+                # referrers API, no signature extension) serve every fill.
                 result = await sync_repository(
                     reg.metadata, reg.blobs, cached.name, remote, policy=SyncPolicy(),
-                    only=references,
+                    only=references, connections=self._connections(),
                 )  # fmt: skip
                 break
             except RepositoryBusy:
@@ -414,11 +416,10 @@ class PullThrough:
                     return False, {}  # another process filled them meanwhile
         dropped = {d.get("tag") or d.get("digest", ""): d["reason"] for d in result.dropped}
         now = datetime.now(UTC)
-        for reference in references:
-            if reference in dropped:
-                continue
-            if ":" not in reference:
-                await reg.metadata.set_tag_times(cached.name, reference, checked=now, pulled=now)
+        filled = [r for r in references if r not in dropped]
+        filled_tags = [r for r in filled if ":" not in r]
+        await reg.metadata.set_tag_times(cached.name, filled_tags, checked=now, pulled=now)
+        for reference in filled:
             self._remember((cached.name, reference), cached.distribution.check_interval)
         if result.created:
             await self.evict(cached.distribution)

@@ -55,12 +55,12 @@ class PullThroughStore(Protocol):
     async def set_tag_times(
         self,
         repository: str,
-        tag: str,
+        tag: str | list[str],
         *,
         checked: datetime | None = None,
         pulled: datetime | None = None,
     ) -> None:
-        """Record when a cached tag was checked upstream and/or pulled."""
+        """Record when a cached tag (or several at once) was checked upstream and/or pulled."""
         ...
 
     async def pulled_tags(self, prefix: str) -> list[tuple[str, str, datetime | None]]:

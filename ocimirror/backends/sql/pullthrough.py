@@ -108,25 +108,28 @@ class PullThroughMixin(SQLEngine):
     async def set_tag_times(
         self,
         repository: str,
-        tag: str,
+        tag: str | list[str],
         *,
         checked: datetime | None = None,
         pulled: datetime | None = None,
     ) -> None:
-        """Record when a cached tag was checked upstream and/or pulled."""
+        """Record when a cached tag (or several, in one transaction) was checked upstream
+        and/or pulled."""
         t = self._pt_tags
         changes = {k: v for k, v in (("checked", checked), ("pulled", pulled)) if v is not None}
-        if not changes:
+        tags = [tag] if isinstance(tag, str) else list(tag)
+        if not changes or not tags:
             return
         async with self._write() as conn:
-            result = await conn.execute(
-                t.update().where(t.c.repository == repository, t.c.tag == tag).values(**changes)
-            )
-            if result.rowcount == 0:
-                await conn.execute(
-                    self._insert_ignore(t),
-                    [{"repository": repository, "tag": tag, "checked": checked, "pulled": pulled}],
+            for name in tags:
+                result = await conn.execute(
+                    t.update()
+                    .where(t.c.repository == repository, t.c.tag == name)
+                    .values(**changes)
                 )
+                if result.rowcount == 0:
+                    row = {"repository": repository, "tag": name, "checked": checked}
+                    await conn.execute(self._insert_ignore(t), [{**row, "pulled": pulled}])
 
     async def pulled_tags(self, prefix: str) -> list[tuple[str, str, datetime | None]]:
         """(repository, tag, last pulled) of every cached tag of repositories named
