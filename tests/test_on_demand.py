@@ -275,3 +275,36 @@ def test_the_cli_takes_the_policies(
     assert synced["sync"]["status"] == "complete"
     everything = {d for i in upstream["images"].values() for one in i.images() for d in layers(one)}
     assert not set(blob_gets(proxy)) & everything
+
+
+def test_updating_a_cooling_remote_lets_it_be_tried_again(
+    tmp_path: Path, upstream: dict[str, Any]
+) -> None:
+    home = tmp_path / "home"
+    proxy: FaultProxy = upstream["proxy"]
+    mirror(home, upstream, "on_demand").close()
+    big = str(BIG.digest)
+    proxy.status(503, path="/blobs/", times=1000)
+    with serving(home, auth=False) as served:
+        url = f"http://{served}/v2/mirror/app/blobs/{big}"
+        assert httpx.get(url, timeout=60).status_code == 503
+        assert "left alone" in httpx.get(url, timeout=60).json()["errors"][0]["message"]
+        proxy.clear()
+        with ocimirror.open(home=home) as reg:
+            reg.update_remote("up", max_retries=1)  # a changed remote is worth trying now
+        response = httpx.get(url, timeout=60)
+        assert response.status_code == 200 and response.content == BIG.data
+
+
+def test_export_without_fetching_names_the_remote_blobs_from_the_cli(
+    tmp_path: Path, upstream: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    mirror(home, upstream, "on_demand").close()
+    argv = ["--home", str(home), "repository", "export", "--name", "mirror/app",
+            "--path", str(tmp_path / "out"), "--tag", "v2", "--no-fetch"]  # fmt: skip
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "on-demand content" in err
+    assert main(argv[:-1]) == 0
+    assert (tmp_path / "out" / "index.json").exists()
