@@ -284,6 +284,7 @@ class OnDemand:
                 detail={"digest": digest},
             )
         cooling: tuple[str, datetime, str] | None = None
+        filtered: Remote | None = None
         now = datetime.now(UTC)
         for name, fields, cooldown in sources:
             if cooldown is not None and cooldown[0] > now:
@@ -292,13 +293,16 @@ class OnDemand:
             remote = Remote.from_json(fields)
             if remote.policy == "immediate":
                 # Only a platform filter leaves an immediate remote's content remote.
-                raise BlobNotFound(
-                    f"blob {digest} belongs to a platform that remote {name!r} leaves out "
-                    f"(its platform filter: {', '.join(remote.platforms) or 'none'}); its "
-                    "policy is 'immediate', so it is not fetched on demand",
-                    detail={"digest": digest, "platforms": list(remote.platforms)},
-                )
+                filtered = filtered or remote
+                continue
             return remote
+        if filtered is not None and cooling is None:
+            raise BlobNotFound(
+                f"blob {digest} belongs to a platform that remote {filtered.name!r} leaves out "
+                f"(its platform filter: {', '.join(filtered.platforms) or 'none'}); its "
+                "policy is 'immediate', so it is not fetched on demand",
+                detail={"digest": digest, "platforms": list(filtered.platforms)},
+            )
         assert cooling is not None
         name, until, reason = cooling
         raise UpstreamUnavailable(
@@ -323,9 +327,13 @@ class OnDemand:
                 remote.upstream_name, arrival.digest, _SpoolSink(arrival, fd), size=arrival.size
             )
             if remote.policy == "on_demand":
-                await self.blobs.put(
-                    _file_chunks(arrival.path), expected=arrival.digest, size=arrival.size
-                )
+                try:
+                    await self.blobs.put(
+                        _file_chunks(arrival.path), expected=arrival.digest, size=arrival.size
+                    )
+                except (OcimirrorError, OSError) as exc:
+                    # Verified, but not kept (the store failed): clients still get the bytes.
+                    log.error("blob %s verified but could not be stored: %s", key, exc)
             arrival.verified = True
         except (OcimirrorError, OSError) as exc:
             arrival.failed = self._failure(remote, arrival.digest, exc)
@@ -403,9 +411,8 @@ class OnDemand:
 
 def _is_outage(exc: BaseException) -> bool:
     """Whether a failure says the remote is down or refusing load (connection refused, 5xx,
-    429), which earns it a cooldown; a 404 or a corrupt blob does not."""
-    if isinstance(exc, OSError):
-        return True
+    429: the client raises those as UpstreamError), which earns it a cooldown; a 404, a
+    corrupt blob or a local error (the spool's disk) does not."""
     if not isinstance(exc, UpstreamError) or isinstance(exc, UpstreamUnavailable):
         return False
     status = exc.status_code

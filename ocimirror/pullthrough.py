@@ -373,15 +373,20 @@ class PullThrough:
                         raise
                     continue
                 for reference, _, waiting in queue:
-                    if reference in dropped:
-                        waiting.set_exception(
-                            UpstreamUnavailable(
-                                f"{cached.name}:{reference} could not be cached: "
-                                f"{dropped[reference]}"
-                            )
-                        )
-                    else:
+                    if reference not in dropped:
                         waiting.set_result(created)
+                        continue
+                    reason = dropped[reference]
+                    # The report names the error's class first: a tag the upstream does not
+                    # have is 404 here too; anything else is the upstream failing.
+                    error = (
+                        ManifestNotFound
+                        if reason.startswith(("ManifestNotFound:", "TagNotFound:"))
+                        else UpstreamUnavailable
+                    )
+                    waiting.set_exception(
+                        error(f"{cached.name}:{reference} could not be cached: {reason}")
+                    )
         finally:
             del self._draining[cached.name]
 

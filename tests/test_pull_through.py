@@ -234,3 +234,15 @@ def test_pull_through_remotes_never_show_their_secrets(
     assert "pw-s3cret" not in out + err
     assert '"include_names": [\n    "library/*"' in out or '"library/*"' in out
     assert '"max_age": 3600.0' in out
+
+
+def test_a_tag_the_upstream_does_not_have_is_manifest_unknown(
+    tmp_path: Path, upstream: dict[str, Any]
+) -> None:
+    home = tmp_path / "home"
+    cache(home, upstream)
+    with serving(home, auth=False) as served:
+        url = f"http://{served}/v2/cache/{upstream['name']}/manifests/no-such-tag"
+        response = httpx.get(url, timeout=30)
+        assert response.status_code == 404
+        assert response.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
