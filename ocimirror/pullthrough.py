@@ -38,15 +38,23 @@ from ocimirror.core.digest import Digest
 from ocimirror.core.reference import validate_repository_name
 from ocimirror.errors import (
     AlreadyExists,
-    InvalidError,
-    InvalidName,
     ManifestNotFound,
     OcimirrorError,
     RepositoryBusy,
     UpstreamError,
     UpstreamUnavailable,
 )
-from ocimirror.remote import Remote, SyncPolicy, _masked_headers, _masked_url
+from ocimirror.remote import (
+    Remote,
+    SyncPolicy,
+    _check_name,
+    _check_patterns,
+    _check_url,
+    _masked_headers,
+    _masked_url,
+    _positive,
+    masked_connection,
+)
 
 if TYPE_CHECKING:
     from ocimirror.registry import AsyncRegistry
@@ -56,41 +64,16 @@ __all__ = ["PullThrough", "PullThroughDistribution", "PullThroughRemote"]
 
 log = logging.getLogger("ocimirror.pullthrough")
 
-_MASK = "********"
-
 #: How long a process remembers the list of pull-through distributions.
 _CACHES_TTL = 5.0
 #: How long a pull waits for another process's fill of the same repository.
 _BUSY_WAIT = 120.0
 
 
-def _check_patterns(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    for pattern in value:
-        if not isinstance(pattern, str) or not pattern:
-            raise InvalidError(f"{attribute.name} entries must be non-empty strings")
-
-
 def _patterns(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     return tuple(value or ())
-
-
-def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise InvalidError(f"url must start with http:// or https://, got {_masked_url(value)!r}")
-
-
-def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value or len(value) > 255 or value.strip() != value:
-        raise InvalidName(f"{attribute.name} must be 1-255 characters without outer spaces")
-
-
-def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-    ):
-        raise InvalidError(f"{attribute.name} must be a positive number, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -145,13 +128,7 @@ class PullThroughRemote:
         data["include_names"] = list(self.include_names)
         data["exclude_names"] = list(self.exclude_names)
         data["headers"] = dict(self.headers)
-        if not secrets:
-            data["url"] = _masked_url(self.url)
-            data["proxy_url"] = _masked_url(self.proxy_url)
-            data["headers"] = _masked_headers(self.headers)
-            data["password"] = None if self.password is None else _MASK
-            data["ca_cert"] = None if self.ca_cert is None else _MASK
-        return data
+        return data if secrets else masked_connection(data)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PullThroughRemote:
@@ -170,11 +147,11 @@ class PullThroughDistribution:
     private: bool = False
     description: str | None = None
     #: Seconds between two upstream checks of one cached tag.
-    check_interval: float = attrs.field(default=300.0, validator=_optional_positive)
+    check_interval: float = attrs.field(default=300.0, validator=_positive)
     #: Evict the least recently pulled tags when the cache holds more bytes than this.
-    max_size: int | None = attrs.field(default=None, validator=_optional_positive)
+    max_size: int | None = attrs.field(default=None, validator=_positive)
     #: Evict tags not pulled for this many seconds.
-    max_age: float | None = attrs.field(default=None, validator=_optional_positive)
+    max_age: float | None = attrs.field(default=None, validator=_positive)
 
     def to_json(self) -> dict[str, Any]:
         """The fields as JSON."""

@@ -50,13 +50,25 @@ def _masked_ca_cert(ca_cert: str | None) -> str | None:
     return _MASK if ca_cert is not None and "-----BEGIN" in ca_cert else ca_cert
 
 
+def masked_connection(data: dict[str, Any]) -> dict[str, Any]:
+    """A remote's JSON (:meth:`Remote.to_json`, a pull-through remote's) with its connection
+    secrets masked: the password, URL userinfo passwords, every header value, and a CA
+    certificate given as PEM text."""
+    data["url"] = _masked_url(data["url"])
+    data["proxy_url"] = _masked_url(data["proxy_url"])
+    data["headers"] = _masked_headers(data["headers"])
+    data["password"] = None if data["password"] is None else _MASK
+    data["ca_cert"] = _masked_ca_cert(data["ca_cert"])
+    return data
+
+
 def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not value or len(value) > 255 or value.strip() != value:
+    if not isinstance(value, str) or not value or len(value) > 255 or value.strip() != value:
         raise InvalidName(f"{attribute.name} must be 1-255 characters without outer spaces")
 
 
 def _check_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not value.startswith(("http://", "https://")):
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise InvalidError(f"url must start with http:// or https://, got {_masked_url(value)!r}")
 
 
@@ -141,7 +153,9 @@ def _platforms(value: Any) -> tuple[str, ...]:
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, int | float) or value <= 0):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+    ):
         raise InvalidError(f"{attribute.name} must be a positive number, got {value!r}")
 
 
@@ -228,12 +242,8 @@ class Remote:
         data["trusted_gpg_keys"] = list(self.trusted_gpg_keys)
         data["trusted_cosign_keys"] = list(self.trusted_cosign_keys)
         if not secrets:
-            data["url"] = _masked_url(self.url)
+            masked_connection(data)
             data["sigstore"] = _masked_url(self.sigstore)
-            data["proxy_url"] = _masked_url(self.proxy_url)
-            data["headers"] = _masked_headers(self.headers)
-            data["password"] = None if self.password is None else _MASK
-            data["ca_cert"] = _masked_ca_cert(self.ca_cert)
         return data
 
     @classmethod
