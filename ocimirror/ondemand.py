@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,9 +45,16 @@ from ocimirror.remote import Remote
 from ocimirror.upstream import RegistryClient, SharedConnections, redact_text
 
 if TYPE_CHECKING:
-    from ocimirror.backends.blobs import BlobReader, BlobStore
+    from ocimirror.backends.blobs import BlobStore
 
-__all__ = ["COOLDOWN_ENV", "DEFAULT_COOLDOWN", "Arrival", "OnDemand", "OnDemandStore"]
+__all__ = [
+    "COOLDOWN_ENV",
+    "DEFAULT_COOLDOWN",
+    "Arrival",
+    "ClosingChunks",
+    "OnDemand",
+    "OnDemandStore",
+]
 
 log = logging.getLogger("ocimirror.ondemand")
 
@@ -57,6 +64,14 @@ DEFAULT_COOLDOWN = 300.0
 COOLDOWN_ENV = "OCIMIRROR_REMOTE_COOLDOWN"
 
 _READ = 1 << 20
+
+
+class ClosingChunks(Protocol):
+    """Bytes to stream that must be closed when done with (a store reader, an arrival)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class OnDemandStore(Protocol):
@@ -80,8 +95,6 @@ class Arrival:
         self.received = 0
         self.verified = False
         self.failed: BaseException | None = None
-        self.readers = 0
-        self.finished = asyncio.Event()
         self._changed = asyncio.Condition()
 
     async def _notify(self) -> None:
@@ -113,7 +126,6 @@ class Arrival:
         return _Chunks(fd, self._chunks(fd, start, self.size if end is None else end))
 
     async def _chunks(self, fd: int, start: int, end: int) -> AsyncIterator[bytes]:
-        self.readers += 1
         try:
             pos = start
             while pos < end:
@@ -127,7 +139,6 @@ class Arrival:
                 pos += len(data)
                 yield data
         finally:
-            self.readers -= 1
             os.close(fd)
 
 
@@ -216,7 +227,6 @@ class OnDemand:
         blobs: Where ``on_demand`` content is kept once verified.
         spool: The directory of spool files (default: the system's temporary directory).
         cooldown: Seconds a remote is left alone after it failed.
-        client: Makes the upstream client of a remote (tests give their own).
     """
 
     def __init__(
@@ -226,19 +236,15 @@ class OnDemand:
         *,
         spool: str | os.PathLike[str] | None = None,
         cooldown: float = DEFAULT_COOLDOWN,
-        client: Callable[[Remote], RegistryClient] | None = None,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
         self.spool = Path(spool) if spool is not None else Path(tempfile.gettempdir())
         self.cooldown = cooldown
-        self._client = client
         #: Downloads starting or running, by digest (one per digest in this process).
         self._arrivals: dict[str, asyncio.Future[Arrival]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: SharedConnections | None = None
-        #: Upstream blob GETs this process made (for tests and the benchmark).
-        self.fetches = 0
 
     async def arrival(self, digest: Digest, size: int) -> Arrival:
         """The download of ``digest`` (``size`` bytes), started now or already running.
@@ -312,8 +318,6 @@ class OnDemand:
         )
 
     def _upstream(self, remote: Remote) -> RegistryClient:
-        if self._client is not None:
-            return self._client(remote)
         if self._connections is None:
             self._connections = SharedConnections()
         return self._connections.client(remote)
@@ -322,7 +326,6 @@ class OnDemand:
         key = str(arrival.digest)
         client = self._upstream(remote)
         try:
-            self.fetches += 1
             await client.download_blob(
                 remote.upstream_name, arrival.digest, _SpoolSink(arrival, fd), size=arrival.size
             )
@@ -348,7 +351,6 @@ class OnDemand:
             # Readers hold the file open: removing it now leaves them their bytes.
             with contextlib.suppress(FileNotFoundError):
                 arrival.path.unlink()
-            arrival.finished.set()
             await arrival._notify()
             with contextlib.suppress(Exception):
                 await client.aclose()
@@ -376,15 +378,14 @@ class OnDemand:
 
     async def read(
         self, digest: Digest, size: int, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> ClosingChunks:
         """Bytes ``[start, end)`` of a blob: from storage when it is there, else as they
         arrive from its remote (see :meth:`arrival`). The first error is raised here, before
         any byte; a later one is raised by the iterator."""
         end = size if end is None else end
         for _ in range(3):
             if await self.blobs.stat(digest) == size:
-                reader = await self.blobs.reader(digest, offset=start, length=end - start)
-                return _reader_chunks(reader)
+                return await self.blobs.reader(digest, offset=start, length=end - start)
             arrival = await self.arrival(digest, size)
             try:
                 chunks = arrival.chunks(start, end)
@@ -417,14 +418,6 @@ def _is_outage(exc: BaseException) -> bool:
         return False
     status = exc.status_code
     return status is None or status == 429 or status >= 500
-
-
-async def _reader_chunks(reader: BlobReader) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in reader:
-            yield chunk
-    finally:
-        await reader.aclose()
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:

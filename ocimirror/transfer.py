@@ -25,7 +25,7 @@ from ocimirror.layout import LayoutReader, LayoutWriter
 from ocimirror.versions import RepositoryVersion
 
 if TYPE_CHECKING:
-    from ocimirror.ondemand import OnDemand
+    from ocimirror.ondemand import ClosingChunks, OnDemand
 
 __all__ = ["ExportReport", "export_layout", "import_layout"]
 
@@ -186,7 +186,9 @@ async def export_layout(
     on_demand: OnDemand | None = None
     remote: list[str] = []
 
-    async def _blob_source(digest: Digest, size: int) -> AsyncIterator[bytes] | None:
+    async def _blob_source(
+        digest: Digest, size: int
+    ) -> AsyncIterator[bytes] | ClosingChunks | None:
         """The blob's bytes: stored, or fetched from its remote (on-demand content); None
         for a foreign layer that is not kept, or remote content left out (``fetch=False``)."""
         nonlocal on_demand

@@ -26,20 +26,22 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ocimirror.backends.blobs import BlobLocalPath, BlobPresigner, BlobReader
+from ocimirror.backends.blobs import BlobLocalPath, BlobPresigner
 from ocimirror.core.digest import Digest
 from ocimirror.errors import BlobNotFound, OcimirrorError, RangeNotSatisfiable
 from ocimirror.push import Push
 from ocimirror.server.content import Content, Served
 from ocimirror.server.errors import exception_response
 from ocimirror.server.references import digest_or
+
+if TYPE_CHECKING:
+    from ocimirror.ondemand import ClosingChunks
 
 __all__ = ["delete_blob", "get_blob", "parse_range"]
 
@@ -82,11 +84,17 @@ def parse_range(value: str, size: int) -> tuple[int, int] | Unsatisfiable | None
 
 
 class _Stream(Response):
-    """Streams a :class:`BlobReader`, closing it whatever happens (disconnects included)."""
+    """Streams a stored blob's :class:`BlobReader`, or a blob arriving from its remote
+    (:meth:`ocimirror.ondemand.OnDemand.read`), closing it whatever happens (disconnects
+    included).
 
-    def __init__(self, status: int, headers: dict[str, str], reader: BlobReader) -> None:
+    If an arriving blob fails or does not verify, the response is broken off: the client has
+    had at most all but the last byte, so it sees a failed transfer, never wrong bytes.
+    """
+
+    def __init__(self, status: int, headers: dict[str, str], chunks: ClosingChunks) -> None:
         super().__init__(None, status_code=status, headers=headers)
-        self.reader = reader
+        self.chunks = chunks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def disconnected() -> None:
@@ -98,17 +106,24 @@ class _Stream(Response):
         try:
             start = {"status": self.status_code, "headers": self.raw_headers}
             await send({"type": "http.response.start", **start})
-            async for chunk in self.reader:
+            async for chunk in self.chunks:
                 if watcher.done():
                     return  # the client went away
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OcimirrorError as exc:
+            log.warning("breaking off a blob response: %s", exc)
+            raise _BrokenOff(str(exc)) from None
         except Exception:
             log.exception("streaming blob failed after the response started")
             raise
         finally:
             watcher.cancel()
-            await self.reader.aclose()
+            await self.chunks.aclose()
+
+
+class _BrokenOff(Exception):
+    """Raised out of a response that has started: the server drops the connection."""
 
 
 class _PathSend(Response):
@@ -241,38 +256,6 @@ def _wanted_range(
     return wanted
 
 
-class _Arriving(Response):
-    """Streams a blob as it arrives from its remote (:class:`ocimirror.ondemand.Arrival`).
-
-    If the download fails or does not verify, the response is broken off: the client has
-    had at most all but the last byte, so it sees a failed transfer, never wrong bytes.
-    """
-
-    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes]) -> None:
-        super().__init__(None, status_code=status, headers=headers)
-        self.chunks = chunks
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        try:
-            async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except OcimirrorError as exc:
-            log.warning("breaking off a blob response: %s", exc)
-            raise _BrokenOff(str(exc)) from None
-        finally:
-            aclose = getattr(self.chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class _BrokenOff(Exception):
-    """Raised out of a response that has started: the server drops the connection."""
-
-
 async def _remote_blob(
     content: Content,
     request: Request,
@@ -300,11 +283,11 @@ async def _remote_blob(
     on_demand = content.registry.on_demand
     if wanted is None:
         headers["content-length"] = str(size)
-        return _Arriving(200, headers, await on_demand.read(digest, size))
+        return _Stream(200, headers, await on_demand.read(digest, size))
     start, end = wanted
     headers["content-length"] = str(end - start)
     headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
-    return _Arriving(206, headers, await on_demand.read(digest, size, start, end))
+    return _Stream(206, headers, await on_demand.read(digest, size, start, end))
 
 
 async def delete_blob(push: Push, request: Request, name: str, reference: str) -> Response:
