@@ -189,7 +189,7 @@ class PullThrough:
             0.0,
             [],
         )
-        self._refreshing: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._made: set[str] = set()
         #: Per cached repository: references waiting for the next fill, and the fill running.
         self._queued: dict[str, list[tuple[str, str | None, asyncio.Future[bool]]]] = {}
@@ -261,19 +261,14 @@ class PullThrough:
     async def refresh(self, cached: Cached, reference: str) -> bool:
         """Bring ``reference`` (a tag or digest) up to date in the cache before it is
         answered; whether a new version was made. One refresh per name and reference runs
-        in this process at a time; the others wait for it."""
+        in this process at a time; the others share its outcome (its error too)."""
         key = (cached.name, reference)
         running = self._refreshing.get(key)
-        if running is not None:
-            await asyncio.shield(running)
-            return False
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._refreshing[key] = future
-        try:
-            return await self._refresh(cached, reference)
-        finally:
-            del self._refreshing[key]
-            future.set_result(None)
+        if running is None:
+            running = asyncio.ensure_future(self._refresh(cached, reference))
+            self._refreshing[key] = running
+            running.add_done_callback(lambda _: self._refreshing.pop(key, None))
+        return await asyncio.shield(running)
 
     async def _refresh(self, cached: Cached, reference: str) -> bool:
         key = (cached.name, reference)
