@@ -191,6 +191,16 @@ class SQLEngine:
 
         return sqlite_insert(table).on_conflict_do_nothing()
 
+    def _held(self, repository_id: int, content_type: str, number: int) -> sa.ColumnElement[bool]:
+        """Rows of ``repository_content`` of one content type that version ``number`` of a
+        repository holds."""
+        rc = self._rc
+        return sa.and_(
+            rc.c.repository_id == repository_id,
+            rc.c.content_type == content_type,
+            self._in_version(number),
+        )
+
     def _in_version(self, number: int) -> sa.ColumnElement[bool]:
         """Rows of ``repository_content`` that are in version ``number``."""
         rc = self._rc

@@ -591,11 +591,7 @@ class RepositoryMixin(SQLEngine):
             repo = await self._get_repo(conn, repository)
             query = (
                 sa.select(rc.c.key, rc.c.value)
-                .where(
-                    rc.c.repository_id == repo.id,
-                    rc.c.content_type == "container.tag",
-                    self._in_version(number),
-                )
+                .where(self._held(repo.id, "container.tag", number))
                 .order_by(rc.c.key)
             )
             if last is not None:
@@ -612,10 +608,7 @@ class RepositoryMixin(SQLEngine):
             value: str | None = (
                 await conn.execute(
                     sa.select(rc.c.value).where(
-                        rc.c.repository_id == repo.id,
-                        rc.c.content_type == "container.tag",
-                        rc.c.key == name,
-                        self._in_version(number),
+                        self._held(repo.id, "container.tag", number), rc.c.key == name
                     )
                 )
             ).scalar()
@@ -631,12 +624,7 @@ class RepositoryMixin(SQLEngine):
             found = (
                 await conn.execute(
                     sa.select(rc.c.id)
-                    .where(
-                        rc.c.repository_id == repo.id,
-                        rc.c.content_type == content_type,
-                        rc.c.key == key,
-                        self._in_version(number),
-                    )
+                    .where(self._held(repo.id, content_type, number), rc.c.key == key)
                     .limit(1)
                 )
             ).first()
@@ -651,11 +639,7 @@ class RepositoryMixin(SQLEngine):
             repo = await self._get_repo(conn, repository)
             result = await conn.stream(
                 sa.select(rc.c.key)
-                .where(
-                    rc.c.repository_id == repo.id,
-                    rc.c.content_type == content_type,
-                    self._in_version(number),
-                )
+                .where(self._held(repo.id, content_type, number))
                 .order_by(rc.c.key)
             )
             async for (key,) in result:
@@ -671,10 +655,7 @@ class RepositoryMixin(SQLEngine):
                 .join(
                     rc,
                     sa.and_(
-                        rc.c.repository_id == repo.id,
-                        rc.c.content_type == "container.manifest",
-                        rc.c.key == m.c.digest,
-                        self._in_version(number),
+                        self._held(repo.id, "container.manifest", number), rc.c.key == m.c.digest
                     ),
                 )
                 .where(m.c.subject == subject)
@@ -703,10 +684,7 @@ class RepositoryMixin(SQLEngine):
                 .join(
                     rc,
                     sa.and_(
-                        rc.c.repository_id == repo.id,
-                        rc.c.content_type == "container.signature",
-                        rc.c.key == s.c.digest,
-                        self._in_version(number),
+                        self._held(repo.id, "container.signature", number), rc.c.key == s.c.digest
                     ),
                 )
                 .where(s.c.manifest_digest == manifest_digest)
