@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from ocimirror.core.descriptor import Platform
 from ocimirror.core.digest import Digest
 from ocimirror.core.reference import validate_repository_name
 from ocimirror.errors import InvalidError, InvalidName
@@ -141,8 +142,6 @@ def _keys_repr(value: tuple[str, ...]) -> str:
 
 def _platforms(value: Any) -> tuple[str, ...]:
     """Platform filters: one ``os/architecture[/variant]`` or a list of them, validated."""
-    from ocimirror.core.descriptor import Platform
-
     if value is None:
         return ()
     if isinstance(value, str):
