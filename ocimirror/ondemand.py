@@ -336,7 +336,9 @@ class OnDemand:
                     )
                 except (OcimirrorError, OSError) as exc:
                     # Verified, but not kept (the store failed): clients still get the bytes.
-                    log.error("blob %s verified but could not be stored: %s", key, redact_text(str(exc)))
+                    log.error(
+                        "blob %s verified but could not be stored: %s", key, redact_text(str(exc))
+                    )
             arrival.verified = True
         except (OcimirrorError, OSError) as exc:
             arrival.failed = self._failure(remote, arrival.digest, exc)
