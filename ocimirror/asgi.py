@@ -6,27 +6,38 @@ Serve it with granian (``ocimirror serve`` does), or with any ASGI server in fac
     granian --interface asgi --factory ocimirror.asgi:create_app
 
 Each worker process then opens its own registry (from ``OCIMIRROR_*`` variables or the home
-directory) in the app's lifespan and closes it at shutdown. Or give it a registry you opened,
-and mount it anywhere, for example inside a Starlette or FastAPI app::
+directory) as its lifespan starts and closes it at shutdown.
 
-    registry = await ocimirror.AsyncRegistry.open()
-    app = Starlette(routes=[Mount("/registry", app=create_app(registry))])
+Or embed it in a service, at the root, after the service's own routes (docs/embedding.md)::
 
-Paths and ``Link`` headers then carry the mount prefix (the ASGI ``root_path``). A mounted app's
-lifespan does not run, so a mounted app needs the registry given to it.
+    app = Starlette(routes=[Route("/health", health), Mount("/", app=create_app())])
+
+Registry clients (docker, podman, skopeo) always ask for ``/v2/...`` and ``/token`` at the
+host's root, so the app must be mounted at ``"/"``: under a prefix it answers (its paths and
+``Link`` headers carry the ASGI ``root_path``), but clients never look there; it logs a warning
+once. A mounted app's lifespan does not run, so an app that opens its registry itself opens it
+on its first request instead (once, however many requests arrive together; a failure answers
+``503 UNAVAILABLE`` and the next request tries again) and closes it when the event loop's
+remaining tasks are cancelled at shutdown, as ``asyncio.run()`` and uvicorn do. granian stops
+its loop without cancelling them: a service that wants the registry closed at a known moment,
+under any server, enters the app's lifespan from its own
+(``app.router.lifespan_context(app)``). A registry given to :func:`create_app` is its caller's
+to open and close.
 
 Who may do what is the ``auth`` argument's to decide (an
 :class:`~ocimirror.server.access.Authenticator`). The default is Docker's token
 authentication (:class:`~ocimirror.server.auth.TokenAuth`: users and grants from the registry,
 tokens from ``/token``); :class:`~ocimirror.server.access.OpenAccess` lets everyone do
-everything (``ocimirror serve --no-auth``, or ``OCIMIRROR_AUTH=none`` in factory mode). A
-service that mounts the app can pass its own to plug in its identities.
+everything (``ocimirror serve --no-auth``, or ``OCIMIRROR_AUTH=none``). A service that mounts
+the app can pass its own to plug in its identities.
 
 The handlers live in :mod:`ocimirror.server`, one module per API concern.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -36,15 +47,18 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ocimirror.registry import AsyncRegistry
 from ocimirror.server.access import Authenticator, OpenAccess
 from ocimirror.server.bodies import CloseUnreadBodies
 from ocimirror.server.content import Content
-from ocimirror.server.errors import http_exception_response
+from ocimirror.server.errors import error_response, http_exception_response
 from ocimirror.server.routing import RegistryAPI
 
-__all__ = ["create_app"]
+__all__ = ["RegistryOpener", "create_app"]
+
+log = logging.getLogger("ocimirror.server")
 
 _EVERY_METHOD = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
 
@@ -64,9 +78,13 @@ def create_app(
 
     Args:
         registry: An open registry to serve; the caller keeps it open while the app runs and
-            closes it. Without one, the app's lifespan opens one from ``home``,
-            ``database_url``, ``storage_url`` and ``storage_options`` (each defaulting to its
-            ``OCIMIRROR_*`` variable, then to the home directory), and closes it at shutdown.
+            closes it. Without one, the app opens one from ``home``, ``database_url``,
+            ``storage_url`` and ``storage_options`` (each defaulting to its ``OCIMIRROR_*``
+            variable, then to the home directory, as :meth:`AsyncRegistry.open` does): as its
+            lifespan starts, or on its first request when no lifespan runs (a mounted app).
+            It closes it as its lifespan ends, or else when the event loop cancels its
+            remaining tasks at shutdown; ``app.state.opener`` is that registry's
+            :class:`RegistryOpener`.
         auth: Who may do what. ``None``: token authentication configured from the
             environment (``OCIMIRROR_TOKEN_KEY``, ...), or no authentication at all when
             ``OCIMIRROR_AUTH`` is ``none``.
@@ -83,27 +101,28 @@ def create_app(
     authenticator = auth if auth is not None else _default_auth()
     content = Content(registry, cache_ttl=cache_ttl)
     api = RegistryAPI(content, auth=authenticator, redirect_blobs=redirect_blobs)
+    opener: RegistryOpener | None = None
     if registry is not None:
         _bind(authenticator, registry)
+    else:
+        options = {
+            "home": home,
+            "database_url": database_url,
+            "storage_url": storage_url,
+            "storage_options": storage_options,
+        }
+        opener = RegistryOpener(options, content=content, auth=authenticator)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if registry is not None:
+        if opener is None:
             yield
             return
-        opened = await AsyncRegistry.open(
-            home=home,
-            database_url=database_url,
-            storage_url=storage_url,
-            storage_options=storage_options,
-        )
-        content.attach(opened)
-        _bind(authenticator, opened)
+        await opener.open(watch=False)
         try:
             yield
         finally:
-            content.attach(None)
-            await opened.close()
+            await opener.close()
 
     app = Starlette(
         routes=[
@@ -114,12 +133,124 @@ def create_app(
             *authenticator.routes(),
         ],
         exception_handlers={HTTPException: http_exception_response},
-        middleware=[Middleware(CloseUnreadBodies)],
+        middleware=[Middleware(_Embedded, opener=opener), Middleware(CloseUnreadBodies)],
         lifespan=lifespan,
     )
     app.state.content = content
     app.state.auth = authenticator
+    app.state.opener = opener
     return app
+
+
+class RegistryOpener:
+    """Opens the registry of an app made without one, once, and closes it.
+
+    Concurrent callers of :meth:`open` share one attempt; after a failure the next call tries
+    again. An open that is not the lifespan's also starts a task that closes the registry when
+    it is cancelled: ``asyncio.run()`` and uvicorn cancel every remaining task as they stop,
+    which is the only shutdown signal a mounted app gets.
+    """
+
+    def __init__(
+        self, options: Mapping[str, Any], *, content: Content, auth: Authenticator
+    ) -> None:
+        self._options = dict(options)
+        self._content = content
+        self._auth = auth
+        self._registry: AsyncRegistry | None = None
+        self._opening: asyncio.Future[AsyncRegistry] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def registry(self) -> AsyncRegistry | None:
+        """The open registry, or ``None`` (not opened yet, or closed)."""
+        return self._registry
+
+    async def open(self, *, watch: bool = True) -> AsyncRegistry:
+        """The registry, opened now if it is not open; ``watch``: close it when the event loop
+        cancels its remaining tasks (for an app whose lifespan does not run)."""
+        if self._registry is not None:
+            return self._registry
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open(watch))
+        # Shielded: a request that gives up (its client went away) leaves the open to the
+        # others waiting for it.
+        return await asyncio.shield(self._opening)
+
+    async def _open(self, watch: bool) -> AsyncRegistry:
+        try:
+            registry = await AsyncRegistry.open(**self._options)
+            try:
+                _bind(self._auth, registry)
+            except BaseException:
+                await registry.close()
+                raise
+            self._content.attach(registry)
+            self._registry = registry
+            if watch:
+                loop = asyncio.get_running_loop()
+                self._watcher = loop.create_task(self._close_when_cancelled())
+            return registry
+        finally:
+            self._opening = None
+
+    async def _close_when_cancelled(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        except asyncio.CancelledError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the registry if it is open; the next :meth:`open` opens a new one."""
+        registry, self._registry = self._registry, None
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+        if registry is None:
+            return
+        self._content.attach(None)
+        await registry.close()
+
+
+class _Embedded:
+    """ASGI middleware of the app's own concerns as a guest: it opens the registry before the
+    first request needs it, and warns (once) when mounted under a prefix clients ignore."""
+
+    def __init__(self, app: ASGIApp, opener: RegistryOpener | None) -> None:
+        self.app = app
+        self.opener = opener
+        self._warned = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        root_path = scope.get("root_path", "")
+        if root_path and not self._warned:
+            self._warned = True
+            log.warning(
+                "the registry app is mounted under %r, but registry clients (docker, podman, "
+                "skopeo) always ask for /v2/ and /token at the host's root and will not find "
+                'it: mount it at "/" (Mount("/", app=create_app(...)) after the service\'s own '
+                "routes; docs/embedding.md)",
+                root_path,
+            )
+        if self.opener is not None and self.opener.registry is None:
+            try:
+                await self.opener.open()
+            except Exception:
+                log.exception("could not open the registry (the next request tries again)")
+                response = error_response(
+                    "UNAVAILABLE",
+                    "the registry could not be opened (the server logged why); try again",
+                    status=503,
+                    head=scope["method"] == "HEAD",
+                    headers={"retry-after": "1"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _default_auth() -> Authenticator:

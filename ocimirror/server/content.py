@@ -150,8 +150,8 @@ class Content:
     """Reads for the registry API through per-process caches; see the module docstring.
 
     Args:
-        registry: The registry to read, or ``None`` until :meth:`attach` (an app whose
-            lifespan opens it).
+        registry: The registry to read, or ``None`` until :meth:`attach` (an app that opens
+            its registry itself).
         cache_ttl: Seconds a name's resolution (and the catalog) is reused.
         manifest_cache_bytes: The bound of the manifest cache.
         max_entries: The bound of each of the other caches.
@@ -181,8 +181,8 @@ class Content:
         """The registry being served."""
         if self._registry is None:
             raise RuntimeError(
-                "the registry is not open: the app's lifespan did not run (when mounting the "
-                "app inside another, pass an opened registry to create_app())"
+                "the registry is not open: the app opens it as its lifespan starts or on its "
+                "first request, and it has been closed since (or was never opened)"
             )
         return self._registry
 

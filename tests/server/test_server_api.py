@@ -415,19 +415,3 @@ def test_an_app_given_no_registry_opens_one_in_its_lifespan_and_closes_it(
     asyncio.run(scenario())
     with pytest.raises(RuntimeError, match="not open"):
         _ = app.state.content.registry
-
-
-def test_a_mounted_app_without_a_registry_answers_500_and_logs_why(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    parent = Starlette(routes=[Mount("/registry", app=create_app())])
-
-    async def scenario() -> httpx.Response:
-        async with lifespan(parent), client_of(parent) as client:
-            return await client.get(f"/registry{APP}/tags/list")
-
-    with caplog.at_level(logging.ERROR, "ocimirror.server"):
-        response = asyncio.run(scenario())
-    assert response.status_code == 500
-    assert oci_error(response)["code"] == "UNKNOWN"
-    assert "pass an opened registry to create_app()" in caplog.text
