@@ -430,6 +430,15 @@ class RepositoryStore(Protocol):
         """Every key (digest, or tag name) of one content type in a version, sorted."""
         ...
 
+    async def diff_versions(
+        self, repository: str, base: int, number: int
+    ) -> dict[ContentType, tuple[dict[str, str | None], dict[str, str | None]]]:
+        """Per content type, (removed, added) from version ``base`` to ``number`` (either may
+        be the older): key -> value (a tag's digest, else None) of what only ``base`` holds,
+        and of what only ``number`` holds, sorted by key; a moved tag is in both. Reads only
+        what changed in between; VersionNotFound unless both are complete versions."""
+        ...
+
 
 #: The name it had before versions and repositories became one concern.
 VersionStore = RepositoryStore

@@ -645,6 +645,52 @@ class RepositoryMixin(SQLEngine):
             async for (key,) in result:
                 yield key
 
+    async def diff_versions(
+        self, repository: str, base: int, number: int
+    ) -> dict[ContentType, tuple[dict[str, str | None], dict[str, str | None]]]:
+        """Per content type, (removed, added) from ``base`` to ``number``, key -> value.
+
+        A row is in exactly one of versions ``lo < hi`` when it was added in ``(lo, hi]`` and
+        outlives ``hi``, or was there at ``lo`` and removed in ``(lo, hi]``: the indexes on
+        ``version_added`` and ``version_removed`` find those without reading the rest. A key
+        removed and added again with the same value in between is no change."""
+        rc = self._rc
+        lo, hi = min(base, number), max(base, number)
+        async with self._read() as conn:
+            repo = await self._get_repo(conn, repository)
+            for n in {base, number}:
+                await self._require_version(conn, repo, n)
+            rows = await conn.execute(
+                sa.select(rc.c.content_type, rc.c.key, rc.c.value, rc.c.version_added).where(
+                    rc.c.repository_id == repo.id,
+                    sa.or_(
+                        sa.and_(
+                            rc.c.version_added > lo,
+                            rc.c.version_added <= hi,
+                            sa.or_(rc.c.version_removed.is_(None), rc.c.version_removed > hi),
+                        ),
+                        sa.and_(
+                            rc.c.version_added <= lo,
+                            rc.c.version_removed > lo,
+                            rc.c.version_removed <= hi,
+                        ),
+                    ),
+                )
+            )
+            only: dict[bool, dict[str, dict[str, str | None]]] = {True: {}, False: {}}
+            for content_type, key, value, added in rows:
+                # True: only in ``hi``; False: only in ``lo``.
+                only[added > lo].setdefault(content_type, {})[key] = value
+        diff: dict[ContentType, tuple[dict[str, str | None], dict[str, str | None]]] = {}
+        for ct in CONTENT_TYPES:
+            was, now = only[base > number].get(ct, {}), only[number > base].get(ct, {})
+            same = {k for k in was.keys() & now.keys() if was[k] == now[k]}
+            diff[ct] = (
+                {k: v for k, v in sorted(was.items()) if k not in same},
+                {k: v for k, v in sorted(now.items()) if k not in same},
+            )
+        return diff
+
     async def referrers(self, repository: str, number: int, subject: str) -> list[ManifestRecord]:
         """The manifests in that version whose ``subject`` is ``subject``, by digest."""
         rc, m = self._rc, self._manifests
