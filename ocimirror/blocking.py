@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from ocimirror.registry import AsyncRegistry
 from ocimirror.repository import AsyncRepository
 
-__all__ = ["Registry", "Repository", "open_registry"]
+__all__ = ["Registry", "Repository", "open"]
 
 T = TypeVar("T")
 
@@ -75,12 +75,14 @@ class _Facade:
     def _wrap(self, value: Any) -> Any:
         if isinstance(value, AsyncRepository):
             return Repository(value, self._portal)
-        if isinstance(value, list):
+        if type(value) is list:  # a VersionList, say, holds values only and stays as it is
             return [self._wrap(v) for v in value]
         return value
 
     def __repr__(self) -> str:
-        return repr(self._async)
+        # The async object's words under this object's own name (blocking vs async).
+        text = repr(self._async)
+        return text.replace(f"<{type(self._async).__name__}", f"<{type(self).__name__}", 1)
 
 
 class Repository(_Facade):
@@ -104,6 +106,7 @@ class Repository(_Facade):
     version = _blocking(AsyncRepository.version)
     versions = _blocking(AsyncRepository.versions)
     delete_version = _blocking(AsyncRepository.delete_version)
+    diff = _blocking(AsyncRepository.diff)
     tags = _blocking(AsyncRepository.tags)
     resolve = _blocking(AsyncRepository.resolve)
     manifests = _blocking(AsyncRepository.manifests)
@@ -122,7 +125,9 @@ class Repository(_Facade):
     export_layout = _blocking(AsyncRepository.export_layout)
 
     def _repr_html_(self) -> str:
-        return f"<code>{self!r}</code>"
+        return self._async._repr_html_().replace(
+            f"<b>{type(self._async).__name__} ", f"<b>{type(self).__name__} ", 1
+        )
 
 
 class Registry(_Facade):
@@ -192,14 +197,21 @@ class Registry(_Facade):
         self.close()
 
 
-def open_registry(
+def open(
     *,
     home: str | os.PathLike[str] | None = None,
     database_url: str | None = None,
     storage_url: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Registry:
-    """Open a blocking registry; see :meth:`AsyncRegistry.open` for the arguments."""
+    """Open a registry for scripts and notebooks (blocking calls, its own loop thread).
+
+    With nothing given: SQLite and files under ``$OCIMIRROR_HOME`` (or the user's data
+    directory). ``database_url`` (``sqlite:///...``, ``postgresql://...``), ``storage_url``
+    (``file://...``, ``s3://bucket/prefix``, ``memory://...``) and ``storage_options`` (for
+    fsspec, such as S3 credentials) override it, each defaulting to its ``OCIMIRROR_*``
+    variable. The async counterpart is :meth:`AsyncRegistry.open`. Close it, or use ``with``.
+    """
     portal = _Portal()
     try:
         registry = portal.call(

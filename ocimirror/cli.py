@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import logging
 
     from ocimirror.registry import AsyncRegistry
-    from ocimirror.sync import SyncProgress, SyncResult
+    from ocimirror.sync import SyncResult
 
 __all__ = ["main"]
 
@@ -112,57 +112,9 @@ async def repository_version_destroy(reg: AsyncRegistry, args: argparse.Namespac
     return None
 
 
-class _Bars:
-    """Live progress on stderr (tqdm): one line for one repository; for ``--all``, one line
-    that adds up every repository (tags done, manifests, blobs, bytes), whichever process
-    syncs it."""
-
-    def __init__(self, enabled: bool, *, combined: bool = False) -> None:
-        self.enabled = enabled
-        self.combined = combined
-        self._bars: dict[str, Any] = {}
-        self._latest: dict[str, SyncProgress] = {}
-
-    def __call__(self, p: SyncProgress) -> None:
-        if not self.enabled:
-            return
-        if not self.combined:
-            self._draw(p.repository, p.repository, [p])
-            return
-        self._latest[p.repository] = p
-        repos = list(self._latest.values())
-        done = sum(r.phase == "done" for r in repos)
-        self._draw("all", f"{done}/{len(repos)} repositories", repos)
-
-    def _draw(self, key: str, desc: str, parts: list[SyncProgress]) -> None:
-        from tqdm import tqdm
-
-        bar = self._bars.get(key)
-        if bar is None:
-            bar = tqdm(desc=desc, unit="tag", file=sys.stderr, leave=True, dynamic_ncols=True)
-            self._bars[key] = bar
-        total = sum(p.tags_total for p in parts)
-        if total and bar.total != total:
-            bar.total = total
-        bar.n = sum(p.tags_done for p in parts)
-        bar.set_description_str(desc, refresh=False)
-        phases = {p.phase for p in parts}
-        phase = parts[0].phase if len(phases) == 1 else "syncing"
-        manifests = (
-            sum(p.manifests_downloaded for p in parts),
-            sum(p.manifests_reused for p in parts),
-        )
-        blobs = (sum(p.blobs_downloaded for p in parts), sum(p.blobs_reused for p in parts))
-        megabytes = sum(p.bytes_downloaded for p in parts) / 1e6
-        bar.set_postfix_str(
-            f"{phase} manifests {manifests[0]}+{manifests[1]} blobs {blobs[0]}+{blobs[1]} "
-            f"{megabytes:.1f} MB",
-            refresh=True,
-        )
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
+async def repository_version_diff(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
+    repo = await reg.repository(args.repository)
+    return (await repo.diff(args.base_version, args.version)).to_json()
 
 
 #: Exit statuses of ``repository sync``: every selected tag published; some tags dropped
@@ -192,12 +144,21 @@ def _sync_exit(results: list[SyncResult | BaseException]) -> int:
 async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
     from ocimirror.remote import SyncPolicy
 
-    policy = SyncPolicy(mirror=args.mirror, signed_only=args.signed_only)
-    bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty(), combined=args.all)
+    policy = SyncPolicy(
+        mirror=args.mirror, allow_empty=args.allow_empty, signed_only=args.signed_only
+    )
+    from ocimirror.progress import SyncBars
+
+    shown = not args.no_progress and sys.stderr.isatty()
+    bars = SyncBars(combined=args.all)
+    progress = bars if shown else False
     try:
         if args.all:
             results = await reg.sync_all(
-                policy=policy, concurrency=args.concurrency, workers=args.workers, progress=bars
+                policy=policy,
+                concurrency=args.concurrency,
+                workers=args.workers,
+                progress=progress,
             )
             out: list[dict[str, Any]] = []
             errors: list[str] = []
@@ -215,7 +176,7 @@ async def repository_sync(reg: AsyncRegistry, args: argparse.Namespace) -> Any:
         if args.workers is not None:
             raise UsageError("--workers spreads the repositories of --all; one sync runs in one")
         repo = await reg.repository(args.name)
-        result = await repo.sync(args.remote, policy=policy, progress=bars)
+        result = await repo.sync(args.remote, policy=policy, progress=progress)
         problem = _sync_problem(result)
         return _Partial(result.to_json(), [problem] if problem else [], _sync_exit([result]))
     finally:
@@ -332,7 +293,7 @@ async def distribution_create(reg: AsyncRegistry, args: argparse.Namespace) -> A
         args.name,
         base_path=args.base_path,
         repository=args.repository,
-        repository_version=args.version,
+        repository_version=None if args.version == "latest" else args.version,
         private=args.private,
         description=args.description,
     )
@@ -353,9 +314,14 @@ async def distribution_update(reg: AsyncRegistry, args: argparse.Namespace) -> A
         fields["base_path"] = args.base_path
     if args.repository is not None:
         fields["repository"] = args.repository or None
+        fields["repository_version"] = None if args.version == "latest" else args.version
+    elif args.version == "latest":
+        fields["repository_version"] = None
+    elif args.version is not None:  # a rollback: pin (and check) the version it serves
+        fields["repository"] = (await reg.distribution(args.name)).repository
+        if fields["repository"] is None:
+            raise UsageError(f"distribution {args.name!r} serves no repository: give --repository")
         fields["repository_version"] = args.version
-    elif args.version is not None:
-        raise UsageError("--version needs --repository")
     if args.private is not None:
         fields["private"] = args.private
     if args.description is not None:
@@ -456,6 +422,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version_or_latest(text: str) -> int | str:
+    if text == "latest":
+        return text
+    if text.isascii() and text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a version number or 'latest', got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(
@@ -494,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every repository that has a remote")
     p.add_argument("--remote", help="default: the repository's own remote")
     p.add_argument("--mirror", action="store_true", help="remove what upstream no longer has")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="let a mirror sync publish no tag (filters matching nothing, an emptied upstream)",
+    )
     p.add_argument("--signed-only", action="store_true", help="skip images that have no signature")
     p.add_argument("--concurrency", type=int, default=32, help="shared budget with --all")
     p.add_argument(
@@ -532,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = verb(vs, name, handler, f"{name} a version")
         p.add_argument("--repository", required=True)
         p.add_argument("--version", type=int, required=True)
+    p = verb(vs, "diff", repository_version_diff, "what changed between two versions (JSON)")
+    p.add_argument("--repository", required=True)
+    p.add_argument("--base-version", type=int, required=True)
+    p.add_argument("--version", type=int, help="default: the latest")
 
     # remote
     remote = groups.add_parser("remote", help="where content comes from")
@@ -589,7 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", required=True)
         p.add_argument("--base-path", required=name == "create")
         p.add_argument("--repository", required=name == "create")
-        p.add_argument("--version", type=int, help="pin one version")
+        p.add_argument(
+            "--version",
+            type=_version_or_latest,
+            help="pin to version N (a rollback); 'latest' follows the latest again",
+        )
         p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None)
         p.add_argument("--description")
     verb(ds, "list", distribution_list, "list distributions")

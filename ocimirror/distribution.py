@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from ocimirror._html import fields
 from ocimirror.backends.metadata import DistributionRecord
 
 __all__ = ["Distribution"]
@@ -37,3 +38,23 @@ class Distribution:
     def to_json(self) -> dict[str, Any]:
         """The fields as JSON."""
         return attrs.asdict(self)
+
+    @property
+    def serves(self) -> str:
+        """What it serves, in words: ``latest version of 'foo'``, ``version 3 of 'foo'``."""
+        if self.repository is None:
+            return "nothing (no repository)"
+        if self.repository_version is None:
+            return f"latest version of {self.repository!r}"
+        return f"version {self.repository_version} of {self.repository!r}"
+
+    def _repr_html_(self) -> str:
+        return fields(
+            f"Distribution {self.name}",
+            {
+                "base path": self.base_path,
+                "serves": self.serves,
+                "private": self.private,
+                "description": self.description,
+            },
+        )

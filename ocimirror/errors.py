@@ -33,7 +33,8 @@ The hierarchy::
     ├── AlreadyExists                           a name that must be unique is taken
     ├── Conflict                                the operation is refused in the current state
     │   ├── RepositoryBusy                      another writer holds the repository
-    │   └── LeaseLost                           a sync lost its lease; it may not publish
+    │   ├── LeaseLost                           a sync lost its lease; it may not publish
+    │   └── EmptyMirror                         a mirror sync would leave no tag (allow_empty)
     ├── IntegrityError                          content that does not match what was promised
     │   ├── DigestMismatch                      DIGEST_INVALID
     │   ├── SizeMismatch                        SIZE_INVALID
@@ -64,6 +65,7 @@ __all__ = [
     "Denied",
     "DigestMismatch",
     "DistributionNotFound",
+    "EmptyMirror",
     "IncompleteContent",
     "IntegrityError",
     "InvalidDigest",
@@ -257,6 +259,12 @@ class RepositoryBusy(Conflict):
 
 class LeaseLost(Conflict):
     """A sync no longer holds its repository's lease (another took it over): it may not publish."""
+
+
+class EmptyMirror(Conflict):
+    """A mirror sync would publish a version without a single tag: its filters match none of
+    the upstream's tags, or it would remove every tag the repository has. Nothing is published;
+    ``allow_empty=True`` (``--allow-empty``) does it on purpose."""
 
 
 class IntegrityError(OcimirrorError):

@@ -43,6 +43,7 @@ from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import Manifest, parse_manifest
 from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import (
+    EmptyMirror,
     IncompleteContent,
     LeaseLost,
     ManifestBlobUnknown,
@@ -267,6 +268,7 @@ class Ingest:
         mark_mirror: bool = False,
         partial: bool = True,
         signatures: Mapping[str, str] | None = None,
+        allow_empty: bool = False,
     ) -> Published:
         """Record ``batch``, then publish the complete tags and untagged manifests in one version.
 
@@ -289,6 +291,8 @@ class Ingest:
             signatures: Signature digest -> the manifest it signs, wanted in the version (each
                 recorded, by this batch or before); one whose manifest the version does not
                 hold is left out.
+            allow_empty: Let a mirror publish remove every tag the repository has; without
+                it that raises EmptyMirror and nothing is published.
         """
         tags = dict(tags or {})
         untagged = list(dict.fromkeys(untagged))
@@ -353,7 +357,9 @@ class Ingest:
             if mark_mirror:
                 await builder.set_mirror(True)
             if mirror:
-                manifests = await _make_exactly(builder, complete, keep, kept_names)
+                manifests = await _make_exactly(
+                    builder, complete, keep, kept_names, allow_empty=allow_empty
+                )
             else:
                 manifests = await _add_closures(builder, complete, keep)
             await builder.add_many(
@@ -414,13 +420,24 @@ async def _add_closures(
 
 
 async def _make_exactly(
-    builder: VersionBuilder, tags: Mapping[str, str], untagged: list[str], kept: set[str]
+    builder: VersionBuilder,
+    tags: Mapping[str, str],
+    untagged: list[str],
+    kept: set[str],
+    *,
+    allow_empty: bool,
 ) -> set[str]:
     """Mirror: the version holds exactly the wanted set, plus whatever the ``kept`` tag
     names pointed at before (their refresh failed; a transient error never deletes); returns
-    the manifests it holds."""
+    the manifests it holds. Removing every tag needs ``allow_empty``."""
     current = await builder.all_tags()
     desired = {**{t: d for t, d in current.items() if t in kept and t not in tags}, **tags}
+    if current and not desired and not allow_empty:
+        raise EmptyMirror(
+            f"repository {builder.repository!r}: this mirror sync would remove all "
+            f"{len(current)} of its tags and publish none; nothing was published "
+            "(allow_empty=True or --allow-empty does it on purpose)"
+        )
     closure = await builder.closure([*desired.values(), *untagged])
     if closure.missing:
         raise IncompleteContent(f"manifest {closure.missing[0]} is not recorded")

@@ -48,12 +48,12 @@ from ocimirror.remote import (
     Remote,
     SyncPolicy,
     _check_name,
-    _check_patterns,
     _check_url,
     _masked_headers,
     _masked_url,
     _positive,
     masked_connection,
+    patterns,
 )
 
 if TYPE_CHECKING:
@@ -70,10 +70,8 @@ _CACHES_TTL = 5.0
 _BUSY_WAIT = 120.0
 
 
-def _patterns(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value or ())
+def _name_patterns(value: Any) -> tuple[str, ...]:
+    return patterns(value, "name")
 
 
 @attrs.frozen(kw_only=True)
@@ -84,12 +82,8 @@ class PullThroughRemote:
 
     name: str = attrs.field(validator=_check_name)
     url: str = attrs.field(validator=_check_url, repr=lambda v: repr(_masked_url(v)))
-    include_names: tuple[str, ...] = attrs.field(
-        default=(), converter=_patterns, validator=_check_patterns
-    )
-    exclude_names: tuple[str, ...] = attrs.field(
-        default=(), converter=_patterns, validator=_check_patterns
-    )
+    include_names: tuple[str, ...] = attrs.field(default=(), converter=_name_patterns)
+    exclude_names: tuple[str, ...] = attrs.field(default=(), converter=_name_patterns)
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     tls_validation: bool = True

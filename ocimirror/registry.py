@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ocimirror import _check as check
 from ocimirror.backends import open_stores
 from ocimirror.backends.blobs import BlobLister, BlobStore
 from ocimirror.backends.metadata import MetadataStore, UserRecord
@@ -30,8 +31,9 @@ from ocimirror.errors import (
 from ocimirror.ingest import Ingest
 from ocimirror.push import Push
 from ocimirror.remote import Remote, SyncPolicy
-from ocimirror.repository import AsyncRepository, check_retain
+from ocimirror.repository import AsyncRepository, check_retain, with_shortcuts
 from ocimirror.users import Users
+from ocimirror.versions import RepositoryVersion
 
 if TYPE_CHECKING:
     # A sync needs the upstream client (httpx): imported when a sync runs, not on open.
@@ -123,7 +125,8 @@ class AsyncRegistry:
         return self._on_demand
 
     def __repr__(self) -> str:
-        return f"<AsyncRegistry metadata={self.metadata.url!r} storage={self.blobs.url!r}>"
+        name = type(self).__name__
+        return f"<{name} metadata={self.metadata.url!r} storage={self.blobs.url!r}>"
 
     @classmethod
     async def open(
@@ -175,12 +178,15 @@ class AsyncRegistry:
         *,
         description: str | None = None,
         retain_repo_versions: int | None = None,
-        remote: str | None = None,
+        remote: Remote | str | None = None,
     ) -> AsyncRepository:
-        """Create a repository (with its empty version 0)."""
+        """Create a repository (with its empty version 0); ``remote`` (a stored
+        :class:`Remote` or its name) is what its syncs use by default."""
         _check_repository_name(name)
         check_retain(retain_repo_versions)
+        description = check.optional_text(description, "description")
         if remote is not None:
+            remote = check.name_of(remote, "remote", (Remote,))
             await self.metadata.get_remote(remote)
         record = await self.metadata.create_repository(
             name,
@@ -192,7 +198,7 @@ class AsyncRegistry:
 
     async def repository(self, name: str) -> AsyncRepository:
         """The repository named ``name``; RepositoryNotFound otherwise."""
-        record = await self.metadata.get_repository(name)
+        record = await self.metadata.get_repository(check.text(name, "repository name"))
         return AsyncRepository(self.metadata, self.blobs, record)
 
     async def repositories(self) -> list[AsyncRepository]:
@@ -202,19 +208,26 @@ class AsyncRegistry:
 
     async def delete_repository(self, name: str) -> None:
         """Delete a repository and its versions; its content becomes orphan."""
-        await self.metadata.delete_repository(name)
+        await self.metadata.delete_repository(check.text(name, "repository name"))
 
     # -- remotes -----------------------------------------------------------------------------
 
     async def create_remote(self, remote: Remote | None = None, **fields: Any) -> Remote:
         """Store a remote (give a :class:`Remote` or its fields)."""
-        remote = remote or Remote(**fields)
+        if remote is None:
+            remote = check.build(Remote, fields)
+        elif not isinstance(remote, Remote) or fields:
+            raise InvalidError(
+                f"create_remote takes a Remote or its fields, got {type(remote).__name__}"
+                + (f" and fields {sorted(fields)}" if fields else "")
+            )
         await self.metadata.create_remote(remote.name, remote.to_json(secrets=True))
         return remote
 
     async def remote(self, name: str) -> Remote:
         """The remote named ``name``; RemoteNotFound otherwise."""
-        return Remote.from_json((await self.metadata.get_remote(name)).fields)
+        record = await self.metadata.get_remote(check.text(name, "remote name"))
+        return Remote.from_json(record.fields)
 
     async def remotes(self) -> list[Remote]:
         """Every remote, by name."""
@@ -222,6 +235,7 @@ class AsyncRegistry:
 
     async def update_remote(self, name: str, **changes: Any) -> Remote:
         """Change some fields of a remote (validated as a whole)."""
+        check.known_fields(changes, [f.name for f in attrs.fields(Remote)], "Remote")
         current = await self.remote(name)
         updated = attrs.evolve(current, **changes)
         await self.metadata.update_remote(name, updated.to_json(secrets=True))
@@ -229,7 +243,7 @@ class AsyncRegistry:
 
     async def delete_remote(self, name: str) -> None:
         """Delete a remote."""
-        await self.metadata.delete_remote(name)
+        await self.metadata.delete_remote(check.text(name, "remote name"))
 
     # -- distributions -----------------------------------------------------------------------
 
@@ -238,29 +252,37 @@ class AsyncRegistry:
         name: str,
         *,
         base_path: str,
-        repository: str | None = None,
-        repository_version: int | None = None,
+        repository: AsyncRepository | str | None = None,
+        repository_version: int | RepositoryVersion | None = None,
         private: bool = False,
         description: str | None = None,
     ) -> Distribution:
-        """Serve a repository (its latest version, or one pinned version) at ``base_path``."""
+        """Serve a repository (its latest version, or one pinned version) at ``base_path``.
+
+        ``repository`` is a repository or its name; ``repository_version`` a version or its
+        number (a pinned distribution: how a rollback is done).
+        """
+        name = check.text(name, "distribution name")
         _check_base_path(base_path)
-        if repository_version is not None and repository is None:
-            raise InvalidError("a pinned repository_version needs its repository")
-        record = await self.metadata.create_distribution(
-            name,
-            base_path,
+        fields = _distribution_fields(
             repository=repository,
             repository_version=repository_version,
             private=private,
             description=description,
         )
+        if fields["repository_version"] is not None and fields["repository"] is None:
+            raise InvalidError("a pinned repository_version needs its repository")
+        record = await self.metadata.create_distribution(name, base_path, **fields)
         return Distribution.from_record(record)
 
     async def distribution(
         self, name: str | None = None, *, base_path: str | None = None
     ) -> Distribution:
         """A distribution by name or base path."""
+        if name is not None:
+            check.text(name, "distribution name")
+        if base_path is not None:
+            check.text(base_path, "base_path")
         return Distribution.from_record(
             await self.metadata.get_distribution(name, base_path=base_path)
         )
@@ -270,14 +292,25 @@ class AsyncRegistry:
         return [Distribution.from_record(r) for r in await self.metadata.list_distributions()]
 
     async def update_distribution(self, name: str, **changes: Any) -> Distribution:
-        """Change some fields of a distribution."""
+        """Change some fields of a distribution: ``repository_version=N`` pins version N (a
+        rollback), ``repository_version=None`` follows the latest version again."""
+        check.known_fields(changes, [f.name for f in attrs.fields(Distribution)], "Distribution")
+        if "name" in changes:
+            raise InvalidError("a distribution keeps its name; create another one to rename")
         if "base_path" in changes:
             _check_base_path(changes["base_path"])
+        changes.update(
+            _distribution_fields(**{k: v for k, v in changes.items() if k != "base_path"})
+        )
+        name = check.text(name, "distribution name")
+        if changes.get("repository_version") is not None and "repository" not in changes:
+            # Pinning the repository it serves: name it, so the store checks the version.
+            changes["repository"] = (await self.distribution(name)).repository
         return Distribution.from_record(await self.metadata.update_distribution(name, **changes))
 
     async def delete_distribution(self, name: str) -> None:
         """Delete a distribution."""
-        await self.metadata.delete_distribution(name)
+        await self.metadata.delete_distribution(check.text(name, "distribution name"))
 
     # -- pull-through caches -------------------------------------------------------------------
 
@@ -294,7 +327,7 @@ class AsyncRegistry:
         """Store a pull-through remote: a whole registry, with name patterns."""
         from ocimirror.pullthrough import PullThroughRemote
 
-        remote = PullThroughRemote(**fields)
+        remote = check.build(PullThroughRemote, fields)
         await self.metadata.create_pull_through("remote", remote.name, remote.to_json(secrets=True))
         return remote
 
@@ -302,6 +335,7 @@ class AsyncRegistry:
         """One pull-through remote."""
         from ocimirror.pullthrough import PullThroughRemote
 
+        name = check.text(name, "pull-through remote name")
         record = await self.metadata.get_pull_through("remote", name)
         return PullThroughRemote.from_json(record.fields)
 
@@ -314,6 +348,9 @@ class AsyncRegistry:
 
     async def update_pull_through_remote(self, name: str, **fields: Any) -> PullThroughRemote:
         """Change some fields of a pull-through remote."""
+        from ocimirror.pullthrough import PullThroughRemote
+
+        check.known_fields(fields, [f.name for f in attrs.fields(PullThroughRemote)], "remote")
         current = await self.pull_through_remote(name)
         remote = attrs.evolve(current, **fields)
         await self.metadata.update_pull_through("remote", name, remote.to_json(secrets=True))
@@ -322,17 +359,23 @@ class AsyncRegistry:
 
     async def delete_pull_through_remote(self, name: str) -> None:
         """Delete a pull-through remote (what it cached stays)."""
+        name = check.text(name, "pull-through remote name")
         await self.metadata.delete_pull_through("remote", name)
         self.pull_through.forget()
 
     async def create_pull_through_distribution(
-        self, name: str, *, base_path: str, remote: str, **fields: Any
+        self, name: str, *, base_path: str, remote: PullThroughRemote | str, **fields: Any
     ) -> PullThroughDistribution:
-        """Serve a pull-through remote under ``base_path``: ``<base_path>/<upstream name>``."""
-        from ocimirror.pullthrough import PullThroughDistribution
+        """Serve a pull-through remote (or its name) under ``base_path``:
+        ``<base_path>/<upstream name>``."""
+        from ocimirror.pullthrough import PullThroughDistribution, PullThroughRemote
 
+        remote = check.name_of(remote, "remote", (PullThroughRemote,))
         await self.pull_through_remote(remote)  # RemoteNotFound early
-        dist = PullThroughDistribution(name=name, base_path=base_path, remote=remote, **fields)
+        dist = check.build(
+            PullThroughDistribution,
+            {"name": name, "base_path": base_path, "remote": remote, **fields},
+        )
         try:
             await self.metadata.get_distribution(base_path=base_path)
         except DistributionNotFound:
@@ -347,6 +390,7 @@ class AsyncRegistry:
         """One pull-through distribution."""
         from ocimirror.pullthrough import PullThroughDistribution
 
+        name = check.text(name, "pull-through distribution name")
         record = await self.metadata.get_pull_through("distribution", name)
         return PullThroughDistribution.from_json(record.fields)
 
@@ -361,6 +405,10 @@ class AsyncRegistry:
         self, name: str, **fields: Any
     ) -> PullThroughDistribution:
         """Change some fields of a pull-through distribution."""
+        from ocimirror.pullthrough import PullThroughDistribution
+
+        known = [f.name for f in attrs.fields(PullThroughDistribution)]
+        check.known_fields(fields, known, "pull-through distribution")
         current = await self.pull_through_distribution(name)
         dist = attrs.evolve(current, **fields)
         await self.metadata.update_pull_through("distribution", name, dist.to_json())
@@ -369,6 +417,7 @@ class AsyncRegistry:
 
     async def delete_pull_through_distribution(self, name: str) -> None:
         """Stop serving a pull-through cache (the repositories it made stay)."""
+        name = check.text(name, "pull-through distribution name")
         await self.metadata.delete_pull_through("distribution", name)
         self.pull_through.forget()
 
@@ -376,11 +425,13 @@ class AsyncRegistry:
 
     async def create_user(self, username: str, *, password: str, admin: bool = False) -> UserRecord:
         """Create a user of the registry API (no grants yet); the password is stored hashed."""
+        check.flag(admin, "admin")
+        username = check.text(username, "username")
         return await self._users.create(username, password=password, admin=admin)
 
     async def user(self, username: str) -> UserRecord:
         """The user named ``username``, with their grants; UserNotFound otherwise."""
-        return await self._users.get(username)
+        return await self._users.get(check.text(username, "username"))
 
     async def users(self) -> list[UserRecord]:
         """Every user, by name."""
@@ -390,19 +441,24 @@ class AsyncRegistry:
         self, username: str, *, password: str | None = None, admin: bool | None = None
     ) -> UserRecord:
         """Change a user's password or admin flag (None keeps it)."""
+        if admin is not None:
+            check.flag(admin, "admin")
+        username = check.text(username, "username")
         return await self._users.update(username, password=password, admin=admin)
 
     async def delete_user(self, username: str) -> None:
         """Delete a user and their grants."""
-        await self._users.delete(username)
+        await self._users.delete(check.text(username, "username"))
 
     async def grant(self, username: str, base_path: str, role: str) -> UserRecord:
         """Let ``username`` ``pull`` or ``push`` (push implies pull and delete) on every base
         path ``base_path`` matches (wildcards as in tag filters: ``team/*``)."""
-        return await self._users.grant(username, base_path, role)
+        username, base_path = check.text(username, "username"), check.text(base_path, "base_path")
+        return await self._users.grant(username, base_path, check.text(role, "role"))
 
     async def revoke(self, username: str, base_path: str) -> UserRecord:
         """Take back ``username``'s grant on the pattern ``base_path``."""
+        username, base_path = check.text(username, "username"), check.text(base_path, "base_path")
         return await self._users.revoke(username, base_path)
 
     async def authenticate(self, username: str, password: str) -> UserRecord | None:
@@ -454,9 +510,10 @@ class AsyncRegistry:
         *,
         policy: SyncPolicy | None = None,
         mirror: bool | None = None,
+        allow_empty: bool | None = None,
         concurrency: int = 32,
         workers: int | None = None,
-        progress: Callable[[SyncProgress], None] | None = None,
+        progress: Callable[[SyncProgress], None] | bool | None = None,
     ) -> dict[str, SyncResult | BaseException]:
         """Sync many repositories (default: all with a remote) concurrently, one shared budget.
 
@@ -466,12 +523,33 @@ class AsyncRegistry:
         :mod:`ocimirror.workers`); never more loops than repositories. Stores that live in
         one process (``memory://``, in-memory SQLite, stores passed in as objects) sync in
         this process alone, and asking for ``workers > 1`` with them is an error.
+        ``progress`` is as for :meth:`AsyncRepository.sync`; a notebook shows one bar for all.
         """
+        from ocimirror.progress import resolve
+
+        policy = with_shortcuts(policy, mirror=mirror, allow_empty=allow_empty)
+        if repositories is not None:
+            repositories = check.names(repositories, "repositories")
+        if policy is not None and not isinstance(policy, SyncPolicy):
+            raise InvalidError(f"policy must be a SyncPolicy, got {type(policy).__name__}")
+        callback, bars = resolve(progress, combined=True)
+        try:
+            return await self._sync_all(repositories, policy, concurrency, workers, callback)
+        finally:
+            if bars is not None:
+                bars.close()
+
+    async def _sync_all(
+        self,
+        repositories: Iterable[str] | None,
+        policy: SyncPolicy | None,
+        concurrency: int,
+        workers: int | None,
+        progress: Callable[[SyncProgress], None] | None,
+    ) -> dict[str, SyncResult | BaseException]:
         from ocimirror import workers as pool
         from ocimirror.sync import sync_all
 
-        if mirror is not None:
-            policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
         if workers is not None and workers < 1:
             raise InvalidError(f"workers must be >= 1, got {workers}")
         if repositories is None:
@@ -505,8 +583,11 @@ class AsyncRegistry:
 
     # -- maintenance -------------------------------------------------------------------------
 
-    async def orphan_cleanup(self, *, grace: timedelta = timedelta(hours=1)) -> CleanupReport:
-        """Delete content no repository version holds, untouched for ``grace``.
+    async def orphan_cleanup(
+        self, *, grace: timedelta | float = timedelta(hours=1)
+    ) -> CleanupReport:
+        """Delete content no repository version holds, untouched for ``grace`` (a timedelta
+        or seconds).
 
         Also removes blob files with no record, and pushes' blob uploads untouched for
         ``grace`` with their bytes (``abandoned_uploads`` counts those and the blob store's own
@@ -514,6 +595,7 @@ class AsyncRegistry:
         The grace period keeps work in flight (a sync between storing content and publishing
         its version) safe.
         """
+        grace = check.duration(grace, "grace")
         cutoff = datetime.now(UTC) - grace
         counts = await self.metadata.delete_orphans(cutoff)
         for orphan in counts.blobs:
@@ -631,3 +713,28 @@ def _check_repository_name(name: str) -> None:
 
 def _check_base_path(base_path: str) -> None:
     validate_repository_name(base_path)
+
+
+def _distribution_fields(**given: Any) -> dict[str, Any]:
+    """A distribution's fields as the store takes them: a repository (or its name), a
+    version (or its number), a flag, a text; each checked, given ones only."""
+    fields = dict(given)
+    if fields.get("repository") is not None:
+        fields["repository"] = check.name_of(fields["repository"], "repository", (AsyncRepository,))
+    version = fields.get("repository_version")
+    if isinstance(version, RepositoryVersion):
+        if fields.get("repository") is not None and fields["repository"] != version.repository:
+            raise InvalidError(
+                f"repository_version is a version of {version.repository!r}, "
+                f"not of {fields['repository']!r}"
+            )
+        if fields.get("repository") is None:
+            fields["repository"] = version.repository
+        fields["repository_version"] = version.number
+    elif version is not None:
+        fields["repository_version"] = check.version_number(version, "repository_version")
+    if "private" in fields:
+        fields["private"] = check.flag(fields["private"], "private")
+    if "description" in fields:
+        fields["description"] = check.optional_text(fields["description"], "description")
+    return fields

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from ocimirror._html import fields
 from ocimirror.core.descriptor import Platform
 from ocimirror.core.digest import Digest
 from ocimirror.core.reference import validate_repository_name
@@ -82,10 +83,32 @@ def _check_policy(instance: object, attribute: attrs.Attribute[str], value: str)
         raise InvalidError(f"policy must be one of {', '.join(POLICIES)}, got {value!r}")
 
 
-def _check_patterns(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def patterns(value: Any, kind: str = "tag") -> tuple[str, ...]:
+    """``kind`` patterns (``"tag"``, ``"name"``) as a tuple: one pattern (a string) or a list
+    of them; ``None`` is none.
+
+    A string is one pattern, never its characters; anything else that is not a list, tuple
+    or set of non-empty strings is refused, saying what it was.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise InvalidError(
+            f"{kind} patterns must be a string or a list of strings like ['v1.*'], "
+            f"got {type(value).__name__} {value!r}"
+        )
     for pattern in value:
         if not isinstance(pattern, str) or not pattern:
-            raise InvalidError(f"{attribute.name} entries must be non-empty strings")
+            raise InvalidError(
+                f"{kind} patterns must be non-empty strings, got {pattern!r} in {list(value)!r}"
+            )
+    return tuple(dict.fromkeys(value))
+
+
+def _tag_patterns(value: Any) -> tuple[str, ...]:
+    return patterns(value, "tag")
 
 
 def _check_sigstore(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -181,12 +204,8 @@ class Remote:
     name: str = attrs.field(validator=_check_name)
     url: str = attrs.field(validator=_check_url, repr=lambda v: repr(_masked_url(v)))
     upstream_name: str = attrs.field(validator=_check_upstream)
-    include_tags: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_check_patterns
-    )
-    exclude_tags: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_check_patterns
-    )
+    include_tags: tuple[str, ...] = attrs.field(default=(), converter=_tag_patterns)
+    exclude_tags: tuple[str, ...] = attrs.field(default=(), converter=_tag_patterns)
     sigstore: str | None = attrs.field(
         default=None,
         converter=_none_if_empty,  # "" (``--sigstore ''``) clears it
@@ -245,6 +264,13 @@ class Remote:
             data["sigstore"] = _masked_url(self.sigstore)
         return data
 
+    def _repr_html_(self) -> str:
+        shown = {k: v for k, v in self.to_json().items() if v not in (None, (), [], {})}
+        for key in ("trusted_gpg_keys", "trusted_cosign_keys"):
+            if key in shown:
+                shown[key] = _keys_repr(getattr(self, key))
+        return fields(f"Remote {self.name}", shown)
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Remote:
         """Build a remote from :meth:`to_json` output (with secrets)."""
@@ -265,7 +291,9 @@ class SyncPolicy:
     """How a sync treats the repository's existing content, and which images it trusts.
 
     ``mirror=False`` (additive) keeps what the repository had; ``mirror=True`` makes the new
-    version hold exactly the filtered upstream set.
+    version hold exactly the filtered upstream set. A mirror sync that would leave the
+    repository without a single tag (filters that match none of the upstream's tags, often a
+    typo, or an upstream emptied) is refused with EmptyMirror unless ``allow_empty``.
 
     ``signed_only`` skips images that have no signature (atomic or cosign), as Pulp's
     ``signed_only``. Trusted keys go further: with ``trusted_gpg_keys`` (ASCII-armored GPG
@@ -276,6 +304,9 @@ class SyncPolicy:
     """
 
     mirror: bool = False
+    #: Let a mirror sync publish a version without tags (its filters match nothing upstream,
+    #: or the upstream has none left); without it such a sync raises EmptyMirror.
+    allow_empty: bool = False
     signed_only: bool = False
     #: Platforms to download (added to the remote's ``platforms``); see :class:`Remote`.
     platforms: tuple[str, ...] = attrs.field(default=(), converter=_platforms)

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ocimirror import _check as check
+from ocimirror._html import fields
 from ocimirror.backends.blobs import BlobStore
 from ocimirror.backends.metadata import RepositoryRecord, VersionBuilder
 from ocimirror.core.digest import Digest
 from ocimirror.core.reference import validate_tag
 from ocimirror.errors import BlobNotFound, InvalidError, ManifestNotFound, TagNotFound
 from ocimirror.remote import Remote, SyncPolicy
-from ocimirror.versions import RepositoryVersion
+from ocimirror.versions import RepositoryVersion, VersionDiff, VersionList
 
 if TYPE_CHECKING:
     # A sync (httpx) and a layout transfer are imported when they run: opening a registry
@@ -28,7 +30,15 @@ if TYPE_CHECKING:
     from ocimirror.transfer import ExportReport
     from ocimirror.upstream import RegistryClient
 
-__all__ = ["AsyncRepository", "check_retain"]
+__all__ = ["AsyncRepository", "check_retain", "with_shortcuts"]
+
+
+def with_shortcuts(policy: SyncPolicy | None, **fields: bool | None) -> SyncPolicy | None:
+    """``policy`` (or the default one) with the fields given as keyword shortcuts set."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    if not given:
+        return policy
+    return attrs.evolve(policy or SyncPolicy(), **given)
 
 
 def check_retain(value: int | None) -> None:
@@ -52,8 +62,32 @@ class AsyncRepository:
 
     def __repr__(self) -> str:
         r = self._record
-        kind = "mirror" if r.mirror else "push"
-        return f"<Repository {r.name!r} latest_version={r.latest_version} ({kind})>"
+        return f"<{type(self).__name__} {r.name!r} latest_version={r.latest_version} ({self.kind})>"
+
+    @property
+    def kind(self) -> str:
+        """What the repository is, in words: ``mirror of remote 'up'`` once synced from a
+        remote, ``remote 'up', not synced yet`` before, ``push`` without a remote."""
+        r = self._record
+        if r.mirror:
+            return f"mirror of remote {r.remote!r}" if r.remote else "mirror"
+        if r.remote:
+            return f"remote {r.remote!r}, not synced yet"
+        return "push"
+
+    def _repr_html_(self) -> str:
+        r = self._record
+        return fields(
+            f"{type(self).__name__} {r.name}",
+            {
+                "kind": self.kind,
+                "latest version": r.latest_version,
+                "remote": r.remote,
+                "description": r.description,
+                "retain versions": r.retain_repo_versions or "all",
+                "created": r.created.isoformat(timespec="seconds"),
+            },
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AsyncRepository) and other._record.id == self._record.id
@@ -110,14 +144,19 @@ class AsyncRepository:
         return self
 
     async def update(self, **fields: Any) -> AsyncRepository:
-        """Change description, retain_repo_versions or remote."""
+        """Change description, retain_repo_versions or remote (a :class:`Remote` or its
+        name; None detaches it)."""
         if "mirror" in fields:
             raise InvalidError(
                 "the mirror flag is set by a sync, in the transaction of the version it makes"
             )
+        check.known_fields(fields, ("description", "retain_repo_versions", "remote"), "Repository")
         if "retain_repo_versions" in fields:
             check_retain(fields["retain_repo_versions"])
+        if "description" in fields:
+            check.optional_text(fields["description"], "description")
         if fields.get("remote") is not None:
+            fields["remote"] = check.name_of(fields["remote"], "remote", (Remote,))
             await self._metadata.get_remote(fields["remote"])
         self._record = await self._metadata.update_repository(self.name, **fields)
         return self
@@ -130,25 +169,49 @@ class AsyncRepository:
 
     async def version(self, number: int | None = None) -> RepositoryVersion:
         """One version (the latest when ``number`` is None); VersionNotFound otherwise."""
+        if number is not None:
+            number = self._version_number(number)
         record = await self._metadata.get_version(self.name, number)
         return RepositoryVersion.from_record(record)
 
-    async def versions(self) -> list[RepositoryVersion]:
-        """Every version, newest first."""
+    async def versions(self) -> VersionList:
+        """Every version, newest first (a list; a notebook shows it as a table)."""
         records = await self._metadata.list_versions(self.name)
-        return [RepositoryVersion.from_record(r) for r in records]
+        return VersionList(RepositoryVersion.from_record(r) for r in records)
 
     async def delete_version(self, number: int) -> None:
         """Delete a version; its changes fold into the next one."""
-        await self._metadata.delete_version(self.name, number)
+        await self._metadata.delete_version(self.name, self._version_number(number))
         await self.refresh()
 
     async def _number(self, version: int | RepositoryVersion | None) -> int:
-        if isinstance(version, RepositoryVersion):
-            return version.number
+        """A version argument's number: that of a version of this repository, or of one
+        that exists (the latest for None)."""
         if version is None:
             return (await self.version()).number
-        return (await self.version(version)).number
+        number = self._version_number(version)
+        if isinstance(version, RepositoryVersion):
+            return number
+        return (await self.version(number)).number
+
+    async def diff(
+        self, base: int | RepositoryVersion, version: int | RepositoryVersion | None = None
+    ) -> VersionDiff:
+        """What changed from version ``base`` to ``version`` (default latest): tags added,
+        removed and moved, and how many items of each content type were added and removed.
+        It reads only the content that changed in between; VersionNotFound for a missing one."""
+        a = self._version_number(base, "base")
+        b = await self._number(None) if version is None else self._version_number(version)
+        changes = await self._metadata.diff_versions(self.name, a, b)
+        return VersionDiff.from_changes(self.name, a, b, changes)
+
+    def _version_number(self, version: object, what: str = "version") -> int:
+        """A version argument's number, checked: InvalidError if it is no version of this."""
+        if isinstance(version, RepositoryVersion) and version.repository == self.name:
+            return version.number
+        if isinstance(version, int) and not isinstance(version, bool):
+            return version
+        raise InvalidError(f"{what} must be a version number of {self.name!r}, got {version!r}")
 
     # -- reading content ---------------------------------------------------------------------
 
@@ -160,12 +223,17 @@ class AsyncRepository:
         n: int | None = None,
     ) -> dict[str, str]:
         """Tag name -> manifest digest in a version (default latest), sorted, paginated."""
+        if last is not None:
+            check.text(last, "last")
+        if n is not None:
+            check.count(n, "n")
         number = await self._number(version)
         rows = await self._metadata.list_tags(self.name, number, last=last, n=n)
         return dict(rows)
 
     async def resolve(self, tag: str, version: int | RepositoryVersion | None = None) -> Digest:
         """The digest a tag points to; TagNotFound otherwise."""
+        validate_tag(tag)
         number = await self._number(version)
         digest = await self._metadata.get_tag(self.name, number, tag)
         if digest is None:
@@ -188,17 +256,17 @@ class AsyncRepository:
         self, digest: Digest, version: int | RepositoryVersion | None = None
     ) -> bool:
         """Whether the version holds that manifest."""
+        key = _digest(digest)
         number = await self._number(version)
-        return await self._metadata.has_content(
-            self.name, number, "container.manifest", str(digest)
-        )
+        return await self._metadata.has_content(self.name, number, "container.manifest", key)
 
     async def has_blob(
         self, digest: Digest, version: int | RepositoryVersion | None = None
     ) -> bool:
         """Whether the version holds that blob."""
+        key = _digest(digest)
         number = await self._number(version)
-        return await self._metadata.has_content(self.name, number, "container.blob", str(digest))
+        return await self._metadata.has_content(self.name, number, "container.blob", key)
 
     # -- changing content --------------------------------------------------------------------
 
@@ -225,17 +293,24 @@ class AsyncRepository:
         Additions bring everything under a manifest; removals take what is under a removed
         tag or manifest unless other remaining content still references it.
         """
-        tags = {validate_tag(n): str(d) for n, d in (add_tags or {}).items()}
-        manifests = [str(d) for d in add_manifests]
-        blobs = [str(d) for d in add_blobs]  # the builder refuses unrecorded ones
+        if add_tags is not None and not isinstance(add_tags, Mapping):
+            raise InvalidError(
+                f"tags to add are a mapping of tag -> digest, got {type(add_tags).__name__}"
+            )
+        tags = {validate_tag(n): _digest(d) for n, d in (add_tags or {}).items()}
+        manifests = _digests(add_manifests, "manifests")
+        blobs = _digests(add_blobs, "blobs")  # the builder refuses unrecorded ones
+        untagged = [validate_tag(t) for t in check.names(remove_tags, "tags to remove")]
+        if base_version is not None:
+            base_version = self._version_number(base_version, "base_version")
         meta = self._metadata
         async with meta.new_version(self.name, base_version=base_version) as builder:
             await _remove(
                 builder,
                 meta,
-                tags=list(remove_tags),
-                manifests=[str(d) for d in remove_manifests],
-                blobs=[str(d) for d in remove_blobs],
+                tags=untagged,
+                manifests=_digests(remove_manifests, "manifests to remove"),
+                blobs=_digests(remove_blobs, "blobs to remove"),
             )
             closure = await builder.closure(list(dict.fromkeys([*tags.values(), *manifests])))
             if closure.missing:
@@ -293,15 +368,16 @@ class AsyncRepository:
 
     async def copy_tags(
         self,
-        source: AsyncRepository | RepositoryVersion,
-        names: Iterable[str] | None = None,
+        source: AsyncRepository | RepositoryVersion | str,
+        names: Iterable[str] | str | None = None,
     ) -> RepositoryVersion:
-        """Copy tags (all, or ``names``) and what they point to from another repository/version."""
+        """Copy tags (all, or ``names``) and what they point to from another repository (or
+        its name) or one of its versions."""
         repo, number = await self._source(source)
         available = await repo.tags(number)
         wanted = available if names is None else {}
         if names is not None:
-            for name in names:
+            for name in check.names(names, "tags"):
                 if name not in available:
                     raise TagNotFound(f"{repo.name} version {number} has no tag {name!r}")
                 wanted[name] = available[name]
@@ -309,8 +385,8 @@ class AsyncRepository:
 
     async def copy_manifests(
         self,
-        source: AsyncRepository | RepositoryVersion,
-        digests: Iterable[Digest | str] | None = None,
+        source: AsyncRepository | RepositoryVersion | str,
+        digests: Iterable[Digest | str] | Digest | str | None = None,
     ) -> RepositoryVersion:
         """Copy manifests (all, or ``digests``) and what is under them, without tags."""
         repo, number = await self._source(source)
@@ -318,18 +394,26 @@ class AsyncRepository:
         if digests is None:
             chosen = sorted(available)
         else:
-            chosen = [str(d) for d in digests]
+            chosen = _digests(digests, "digests")
             missing = [d for d in chosen if d not in available]
             if missing:
                 raise ManifestNotFound(f"{repo.name} version {number} has no manifest {missing[0]}")
         return await self.add(manifests=chosen)
 
     async def _source(
-        self, source: AsyncRepository | RepositoryVersion
+        self, source: AsyncRepository | RepositoryVersion | str
     ) -> tuple[AsyncRepository, int]:
         if isinstance(source, RepositoryVersion):
             record = await self._metadata.get_repository(source.repository)
             return AsyncRepository(self._metadata, self._blobs, record), source.number
+        if isinstance(source, str):
+            record = await self._metadata.get_repository(source)
+            source = AsyncRepository(self._metadata, self._blobs, record)
+        if not isinstance(source, AsyncRepository):
+            raise InvalidError(
+                "source must be a repository, its name, or a repository version, "
+                f"got {type(source).__name__}"
+            )
         return source, (await source.version()).number
 
     # -- sync --------------------------------------------------------------------------------
@@ -340,26 +424,43 @@ class AsyncRepository:
         *,
         policy: SyncPolicy | None = None,
         mirror: bool | None = None,
-        progress: Callable[[SyncProgress], None] | None = None,
+        allow_empty: bool | None = None,
+        progress: Callable[[SyncProgress], None] | bool | None = None,
         client: RegistryClient | None = None,
     ) -> SyncResult:
         """Sync from a remote (default: this repository's remote); see :mod:`ocimirror.sync`.
 
-        ``mirror=True`` is a shortcut for ``policy=SyncPolicy(mirror=True)``.
+        ``mirror=True`` and ``allow_empty=True`` are shortcuts for the :class:`SyncPolicy`
+        fields of those names. A mirror sync that would leave no tag raises EmptyMirror
+        unless ``allow_empty``.
+
+        ``progress`` is called with a :class:`~ocimirror.sync.SyncProgress` as the sync goes;
+        by default a notebook shows a progress bar (``progress=False``: none; ``True``: bars
+        on stderr outside a notebook too).
         """
+        from ocimirror.progress import resolve
         from ocimirror.sync import sync_repository
 
-        if mirror is not None:
-            policy = attrs.evolve(policy or SyncPolicy(), mirror=mirror)
-        result = await sync_repository(
-            self._metadata,
-            self._blobs,
-            self.name,
-            remote,
-            policy=policy,
-            progress=progress,
-            client=client,
-        )
+        if remote is not None and not isinstance(remote, Remote | str):
+            raise InvalidError(f"remote must be a Remote or its name, got {type(remote).__name__}")
+        if policy is not None and not isinstance(policy, SyncPolicy):
+            raise InvalidError(f"policy must be a SyncPolicy, got {type(policy).__name__}")
+
+        policy = with_shortcuts(policy, mirror=mirror, allow_empty=allow_empty)
+        callback, bars = resolve(progress)
+        try:
+            result = await sync_repository(
+                self._metadata,
+                self._blobs,
+                self.name,
+                remote,
+                policy=policy,
+                progress=callback,
+                client=client,
+            )
+        finally:
+            if bars is not None:
+                bars.close()
         await self.refresh()
         return result
 
@@ -402,6 +503,22 @@ class AsyncRepository:
             tar=tar,
             fetch=fetch,
         )
+
+
+def _digest(value: Any) -> str:
+    """A digest argument (a Digest or its text) as text; InvalidDigest if it is none."""
+    if isinstance(value, Digest):
+        return str(value)
+    return str(Digest.parse(check.text(value, "digest")))
+
+
+def _digests(values: Any, what: str) -> list[str]:
+    """Digest arguments: one or an iterable of them."""
+    if isinstance(values, str | Digest):
+        values = [values]
+    if isinstance(values, Mapping) or not isinstance(values, Iterable):
+        raise InvalidError(f"{what} must be a digest or a list of digests, got {values!r}")
+    return [_digest(v) for v in values]
 
 
 async def _remove(

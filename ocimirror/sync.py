@@ -37,11 +37,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
+from ocimirror._html import fields, table
 from ocimirror.attached import Attachments, companion_tags
 from ocimirror.backends.blobs import BlobLocalPath, BlobStore
 from ocimirror.backends.metadata import (
@@ -55,7 +56,7 @@ from ocimirror.core.descriptor import Descriptor, Platform
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import ImageManifest, Manifest, parse_manifest
 from ocimirror.core.mediatype import MediaType
-from ocimirror.errors import InvalidError, LeaseLost, OcimirrorError
+from ocimirror.errors import EmptyMirror, InvalidError, LeaseLost, OcimirrorError
 from ocimirror.ingest import Ingest, IngestStore, Published, manifest_entry
 from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.upstream import FetchedManifest, RegistryClient, SharedConnections, redact_text
@@ -80,6 +81,8 @@ class SyncProgress:
     manifests_reused: int = 0
     blobs_downloaded: int = 0
     blobs_reused: int = 0
+    #: Body bytes received so far (blobs, manifests, tag lists, retries included); it ends
+    #: equal to the result's :attr:`SyncResult.bytes_downloaded`.
     bytes_downloaded: int = 0
     #: ``listing``, ``resolving``, ``downloading``, ``publishing``, then ``done``.
     phase: str = "listing"
@@ -122,6 +125,42 @@ class SyncResult:
             return "complete"
         return "partial" if self.tags else "failed"
 
+    def __str__(self) -> str:
+        made = "new" if self.created else "unchanged"
+        mib = self.bytes_downloaded / 2**20
+        text = (
+            f"{self.repository}: {self.status}, {self.tags} tags -> version "
+            f"{self.version.number} ({made}); {self.manifests_downloaded} manifests and "
+            f"{self.blobs_downloaded} blobs downloaded ({mib:.1f} MiB), "
+            f"{self.blobs_reused} blobs reused, {self.duration:.2f} s"
+        )
+        lines = [text]
+        lines += [f"  dropped {_named(d)}: {d['reason']}" for d in self.dropped]
+        lines += [f"  skipped {_named(d)}: {d['reason']}" for d in self.skipped]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        made = "new" if self.created else "unchanged"
+        summary = {
+            "status": self.status,
+            "version": f"{self.version.number} ({made})",
+            "tags": self.tags,
+            "manifests downloaded / reused": (
+                f"{self.manifests_downloaded} / {self.manifests_reused}"
+            ),
+            "blobs downloaded / reused": f"{self.blobs_downloaded} / {self.blobs_reused}",
+            "bytes downloaded": f"{self.bytes_downloaded:,}",
+            "requests": ", ".join(f"{k} {n}" for k, n in self.requests.items() if n),
+            "duration": f"{self.duration:.2f} s",
+        }
+        parts = [fields(f"Sync of {self.repository}", summary)]
+        problems = [("dropped", _named(d), d["reason"]) for d in self.dropped]
+        problems += [("skipped", _named(d), d["reason"]) for d in self.skipped]
+        if problems:
+            parts.append(table(problems, head=("", "tag or digest", "reason")))
+        parts.append(self.version._repr_html_())
+        return "".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         """The version as ``version show`` prints it, plus a ``sync`` report."""
         data = self.version.to_json()
@@ -140,6 +179,10 @@ class SyncResult:
             "dropped": list(self.dropped),
         }
         return data
+
+
+def _named(entry: dict[str, str]) -> str:
+    return entry.get("tag") or entry.get("digest") or "?"
 
 
 class _Skip(Exception):
@@ -179,6 +222,8 @@ class _Job:
         self.lease = lease
         self.name = remote.upstream_name
         self.progress = SyncProgress(repository=repository.name)
+        #: The client's counters when this job began (a caller's client may serve several).
+        self._stats_at_start = (client.stats.bytes_downloaded, dict(client.stats.requests))
         self._callback = progress
         self._manifests: dict[str, asyncio.Task[None]] = {}
         #: Manifests fetched by tag (a first sync of the tag), waiting to be processed.
@@ -209,8 +254,20 @@ class _Job:
         return digest in self.batch.manifests or digest in self.batch.touch_manifests
 
     def _tick(self) -> None:
+        self.progress.bytes_downloaded = self.bytes_downloaded
         if self._callback is not None:
             self._callback(self.progress)
+
+    @property
+    def bytes_downloaded(self) -> int:
+        """Body bytes this job received (blobs, manifests, tag lists), retries included."""
+        return self.client.stats.bytes_downloaded - self._stats_at_start[0]
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests this job made, by kind."""
+        before = self._stats_at_start[1]
+        return {k: n - before.get(k, 0) for k, n in self.client.stats.requests.items()}
 
     # -- content ---------------------------------------------------------------------------
 
@@ -394,9 +451,6 @@ class _Job:
             return
         async with self.limit:
             await self.client.download_blob(self.name, digest, self.ingest.blobs, size=size)
-        # The client's counter is shared by concurrent downloads; a blob's own share is its
-        # (verified) size. The result reports the client's exact total, retries included.
-        self.progress.bytes_downloaded += size
         self.progress.blobs_downloaded += 1
         self._tick()
 
@@ -477,6 +531,8 @@ class _Job:
                 t for t in upstream_tags if t not in companions and self.remote.wants_tag(t)
             )
             digests = [str(d) for d in self.remote.include_digests]
+            if self.policy.mirror and not self.policy.allow_empty and not selected + digests:
+                self._refuse_empty(upstream_tags, companions)
         self.progress.tags_total = len(selected) + len(digests)
         self.progress.phase = "resolving"
         self._tick()
@@ -519,8 +575,25 @@ class _Job:
             lease=self.lease,
             mark_mirror=not self.repository.mirror,
             signatures=attached.signatures,
+            allow_empty=self.policy.allow_empty,
         )
         return published, skipped, len(published.tags)
+
+    def _refuse_empty(self, upstream_tags: list[str], companions: Mapping[str, object]) -> None:
+        """A mirror sync whose filters select nothing upstream would empty the repository."""
+        remote = self.remote
+        offered = [t for t in upstream_tags if t not in companions]
+        if not offered:
+            return  # nothing upstream: publishing checks that no tag would be lost
+        sample = ", ".join(offered[:5]) + (", ..." if len(offered) > 5 else "")
+        raise EmptyMirror(
+            f"repository {self.repository.name!r}: the filters of remote {remote.name!r} "
+            f"(include_tags={list(remote.include_tags)!r}, "
+            f"exclude_tags={list(remote.exclude_tags)!r}) match none of the "
+            f"{len(offered)} tags of {remote.upstream_name!r} ({sample}); a mirror sync "
+            "would empty the repository, so nothing was published "
+            "(allow_empty=True or --allow-empty does it on purpose)"
+        )
 
 
 def _holder() -> str:
@@ -649,8 +722,8 @@ async def sync_repository(
         manifests_reused=p.manifests_reused,
         blobs_downloaded=p.blobs_downloaded,
         blobs_reused=p.blobs_reused,
-        bytes_downloaded=client.stats.bytes_downloaded,
-        requests=dict(client.stats.requests),
+        bytes_downloaded=job.bytes_downloaded,
+        requests=job.requests,
         duration=time.monotonic() - started,
         skipped=tuple(skipped),
         dropped=tuple(d.to_json() for d in published.dropped),

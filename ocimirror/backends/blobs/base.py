@@ -30,7 +30,7 @@ from ocimirror.backends.blobs.streams import (
     hash_into,
 )
 from ocimirror.core.digest import ALGORITHMS, Digest, Hasher
-from ocimirror.errors import BlobNotFound, DigestMismatch, IntegrityError
+from ocimirror.errors import BlobNotFound, DigestMismatch, IntegrityError, InvalidError
 
 __all__ = ["BlobStoreBase"]
 
@@ -266,17 +266,20 @@ class BlobStoreBase(ABC):
         A synchronous iterable is consumed on the event loop: pass in-memory chunks only, not a
         file. Raises :class:`SizeMismatch` or :class:`DigestMismatch` (nothing is stored then).
         """
+        whole = isinstance(data, bytes | bytearray | memoryview)
+        if not (whole or isinstance(data, AsyncIterable | Iterable)) or isinstance(data, str):
+            raise InvalidError(
+                f"a blob must be bytes or an iterable of bytes chunks, not {type(data).__name__}"
+            )
         async with self.writer(expected=expected, size=size) as w:
             if isinstance(data, bytes | bytearray | memoryview):
                 await w.write(data)
             elif isinstance(data, AsyncIterable):
                 async for chunk in data:
                     await w.write(chunk)
-            elif isinstance(data, Iterable) and not isinstance(data, str):
+            else:
                 for chunk in data:
                     await w.write(chunk)
-            else:
-                raise TypeError(f"cannot store a {type(data).__name__} as a blob")
             return await w.commit()
 
     async def close(self) -> None:
