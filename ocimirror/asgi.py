@@ -239,8 +239,15 @@ class _Embedded:
         if self.opener is not None and self.opener.registry is None:
             try:
                 await self.opener.open()
-            except Exception:
-                log.exception("could not open the registry (the next request tries again)")
+            except Exception as exc:
+                from ocimirror.upstream.redact import redact_text
+
+                # A database URL in the message keeps its user, never its password.
+                log.error(
+                    "could not open the registry (the next request tries again): %s: %s",
+                    type(exc).__name__,
+                    redact_text(str(exc)),
+                )
                 response = error_response(
                     "UNAVAILABLE",
                     "the registry could not be opened (the server logged why); try again",

@@ -309,12 +309,13 @@ def test_a_registry_that_fails_to_open_answers_503_and_the_next_request_tries_ag
 
 
 def test_a_bad_database_url_answers_503_on_every_request_without_hanging(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("OCIMIRROR_AUTH", "none")
     spy = Spy(monkeypatch)
+    secret = "db-pa55word-never-shown"
     app = create_app(
-        database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        database_url=f"postgresql://nobody:{secret}@127.0.0.1:{free_port()}/none",
         storage_url=(tmp_path / "blobs").as_uri(),
     )
 
@@ -322,10 +323,13 @@ def test_a_bad_database_url_answers_503_on_every_request_without_hanging(
         async with _client(Starlette(routes=[Mount("/", app=app)])) as client:
             return [await asyncio.wait_for(client.get("/v2/"), 30) for _ in range(2)]
 
-    answers = asyncio.run(scenario())
+    with caplog.at_level(logging.DEBUG):
+        answers = asyncio.run(scenario())
     assert [a.status_code for a in answers] == [503, 503]
     assert all(oci_error(a)["code"] == "UNAVAILABLE" for a in answers)
     assert spy.attempts == 2 and spy.opened == []
+    assert "could not open the registry" in caplog.text
+    assert secret not in caplog.text and all(secret not in a.text for a in answers)
 
 
 def test_a_prefix_is_warned_about_once_because_clients_will_not_follow_it(
