@@ -69,7 +69,7 @@ class SyncBars:
             bar = self._bars[key] = self._new_bar(desc)
         total = sum(p.tags_total for p in parts)
         if total and bar.total != total:
-            bar.total = total
+            bar.reset(total=total)  # what a notebook widget redraws its bar's length from
         bar.n = sum(p.tags_done for p in parts)
         bar.set_description_str(desc, refresh=False)
         phases = {p.phase for p in parts}
