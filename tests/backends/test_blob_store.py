@@ -30,7 +30,13 @@ from ocimirror.backends.blobs import (
     open_blob_store,
 )
 from ocimirror.core.digest import Digest
-from ocimirror.errors import BlobNotFound, DigestMismatch, IntegrityError, SizeMismatch
+from ocimirror.errors import (
+    BlobNotFound,
+    DigestMismatch,
+    IntegrityError,
+    InvalidError,
+    SizeMismatch,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -145,7 +151,7 @@ async def test_put_accepts_bytes_like_and_sync_iterables(blob_store: FsspecBlobS
     assert await blob_store.put(bytearray(data)) == Digest.of(data)
     assert await blob_store.put(memoryview(data)) == Digest.of(data)
     assert await blob_store.put([data[:10], data[10:]]) == Digest.of(data)
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidError, match="not str"):
         await blob_store.put("text")  # type: ignore[arg-type]
 
 

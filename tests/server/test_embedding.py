@@ -171,6 +171,24 @@ def test_skopeo_inspects_and_copies_an_image_through_the_documented_service(
         assert (out / blob.digest.hex).read_bytes() == blob.data
 
 
+def test_docker_pushes_and_pulls_through_the_documented_service(
+    tmp_path: Path, docker: Tool, docker_busybox: str
+) -> None:
+    """The Docker Engine pushes into the embedded registry and pulls back what it pushed
+    (dockerd takes loopback registries over plain HTTP)."""
+    home = tmp_path / "home"
+    with granian_serving(documented_services()[0], home, tmp_path / "service") as url:
+        ref = f"{url.removeprefix('http://')}/team/busybox:1"
+        image_id = docker("image", "inspect", "--format", "{{.Id}}", docker_busybox).stdout.strip()
+        docker("tag", docker_busybox, ref)
+        docker("push", ref)
+        docker("rmi", ref)
+        docker("pull", ref)
+        assert docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip() == image_id
+        docker("rmi", ref)
+        assert httpx.get(f"{url}/health", trust_env=False).text == "ok"
+
+
 @pytest.mark.parametrize(
     "which", [pytest.param(1, id="lifespan-entered"), pytest.param(2, id="own-registry")]
 )
