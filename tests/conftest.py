@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,19 @@ def registry(database_url: str, tmp_path: Path) -> Iterator[ocimirror.Registry]:
         yield reg
     finally:
         reg.close()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run the CLI in a fresh home; returns (exit status, parsed stdout, stderr)."""
+    from ocimirror.cli import main
+
+    def run(*argv: str) -> tuple[int, Any, str]:
+        status = main(["--home", str(tmp_path / "home"), *argv])
+        out, err = capsys.readouterr()
+        return status, (json.loads(out) if out.strip() else None), err
+
+    return run
 
 
 @pytest.fixture(params=["file", "memory", "s3"])

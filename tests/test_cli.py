@@ -10,20 +10,7 @@ from typing import Any
 
 import pytest
 
-from ocimirror.cli import main
 from ocimirror.testing import random_image, write_layout
-
-
-@pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    """Run the CLI in a fresh home; returns (exit status, parsed stdout, stderr)."""
-
-    def run(*argv: str) -> tuple[int, Any, str]:
-        status = main(["--home", str(tmp_path / "home"), *argv])
-        out, err = capsys.readouterr()
-        return status, (json.loads(out) if out.strip() else None), err
-
-    return run
 
 
 def test_repository_lifecycle(cli: Any) -> None:

@@ -3,15 +3,12 @@ they look like."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fixtures.registry import Registry
 
 import ocimirror
-from ocimirror.cli import main
 from ocimirror.errors import EmptyMirror, InvalidError
 from ocimirror.ingest import Ingest
 from ocimirror.pullthrough import PullThroughRemote
@@ -82,15 +79,8 @@ def test_sync_all_reports_the_refusal_in_place_of_the_result(
 
 
 def test_the_cli_refuses_with_the_filters_named_and_allow_empty_does_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], upstream: dict[str, Any]
+    cli: Any, upstream: dict[str, Any]
 ) -> None:
-    home = ["--home", str(tmp_path / "home")]
-
-    def cli(*argv: str) -> tuple[int, Any, str]:
-        status = main([*home, *argv])
-        out, err = capsys.readouterr()
-        return status, (json.loads(out) if out.strip() else None), err
-
     status, _, err = cli(
         "remote", "create", "--name", "typo", "--url", upstream["url"],
         "--upstream-name", upstream["name"], "--include-tags", "v9*",

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 import ocimirror
-from ocimirror.cli import main
 from ocimirror.errors import InvalidError, VersionNotFound
 from ocimirror.testing import random_image, random_layer, write_layout
 from ocimirror.versions import TagMove, VersionDiff
@@ -178,18 +177,6 @@ def test_the_html_repr_lists_tags_and_counts(repo: ocimirror.Repository) -> None
 
 
 # -- the command line ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    """Run the CLI in a fresh home; returns (exit status, parsed stdout, stderr)."""
-
-    def run(*argv: str) -> tuple[int, Any, str]:
-        status = main(["--home", str(tmp_path / "home"), *argv])
-        out, err = capsys.readouterr()
-        return status, (json.loads(out) if out.strip() else None), err
-
-    return run
 
 
 @pytest.fixture

@@ -49,11 +49,6 @@ asyncio.run(main())
 """.replace("CHUNK", str(CHUNK))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def chunks(n: int) -> Iterator[bytes]:
     for i in range(n):
         yield i.to_bytes(4, "big") * (CHUNK // 4)

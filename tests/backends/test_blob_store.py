@@ -44,11 +44,6 @@ MiB = 1 << 20
 EMPTY = Digest.parse("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["file", "memory", "s3", "s3-threaded"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path

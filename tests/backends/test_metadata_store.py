@@ -7,7 +7,6 @@ the fixture is the one place that names an implementation.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,6 @@ from ocimirror.backends.metadata import (
     Reference,
     SignatureRecord,
 )
-from ocimirror.backends.sql import SQLMetadataStore
 from ocimirror.core.digest import Digest
 from ocimirror.errors import (
     AlreadyExists,
@@ -40,19 +38,9 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[MetadataStore]:
-    """An open, empty metadata store over each engine."""
-    metadata: MetadataStore = SQLMetadataStore(database_url)
-    await metadata.open()
-    try:
-        yield metadata
-    finally:
-        await metadata.close()
+def store(metadata_store: MetadataStore) -> MetadataStore:
+    """The open metadata store (tests/backends/conftest.py)."""
+    return metadata_store
 
 
 # -- content builders --------------------------------------------------------------------------

@@ -31,11 +31,6 @@ PART = 5 * MiB  # the fixture's default_block_size
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def store(s3_storage: tuple[str, dict[str, Any]]) -> AsyncIterator[S3BlobStore]:
     url, options = s3_storage
     async with open_blob_store(url, **options) as opened:

@@ -7,32 +7,20 @@ service's business (``tests/test_users.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ocimirror.backends.metadata import Grant, MetadataStore, UserRecord, UserStore
-from ocimirror.backends.sql import SQLMetadataStore
 from ocimirror.errors import AlreadyExists, NotFound, UserNotFound
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[UserStore]:
-    """An open, empty metadata store over each engine, seen as a user store."""
-    metadata: MetadataStore = SQLMetadataStore(database_url)
-    await metadata.open()
-    try:
-        yield metadata
-    finally:
-        await metadata.close()
+def store(metadata_store: MetadataStore) -> UserStore:
+    """The open metadata store (tests/backends/conftest.py)."""
+    return metadata_store
 
 
 async def test_a_new_user_has_no_grants_and_takes_the_name(store: UserStore) -> None:

@@ -5,7 +5,6 @@ versions it equals the set difference of what each version lists (``list_tags``,
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,7 +16,6 @@ from ocimirror.backends.metadata import (
     MetadataStore,
     SignatureRecord,
 )
-from ocimirror.backends.sql import SQLMetadataStore
 from ocimirror.core.digest import Digest
 from ocimirror.errors import RepositoryNotFound, VersionNotFound
 
@@ -27,18 +25,9 @@ Items = dict[str, str | None]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[MetadataStore]:
-    metadata: MetadataStore = SQLMetadataStore(database_url)
-    await metadata.open()
-    try:
-        yield metadata
-    finally:
-        await metadata.close()
+def store(metadata_store: MetadataStore) -> MetadataStore:
+    """The open metadata store (tests/backends/conftest.py)."""
+    return metadata_store
 
 
 def blob(name: str) -> str:

@@ -18,11 +18,7 @@ import json
 import logging
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from fixtures.clients import Tool
+from fixtures.processes import server_process
 from server_harness import oci_error
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -86,64 +83,22 @@ def _granian() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "granian"]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started for the server
-            proc.wait()
-
-
-def _wait_for_health(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(trust_env=False, timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
-            try:
-                client.get(f"{url}/health")
-                return True
-            except httpx.TransportError:
-                time.sleep(0.05)
-    raise RuntimeError(f"the service did not answer on {url} in {timeout:.0f}s")
-
-
 @contextlib.contextmanager
 def granian_serving(code: str, home: Path, workdir: Path) -> Iterator[str]:
     """``code`` as ``service.py`` in ``workdir``, run as the page says (``granian --interface
     asgi service:app``) with ``OCIMIRROR_HOME=home`` and ``OCIMIRROR_AUTH=none``; its URL."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "service.py").write_text(code)
-    log = workdir / "granian.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCIMIRROR_")}
     env.update(OCIMIRROR_HOME=str(home), OCIMIRROR_AUTH="none")
-    for _attempt in range(3):
-        port = free_port()
-        command = [*_granian(), "--interface", "asgi", "service:app"]
-        command += ["--host", "127.0.0.1", "--port", str(port)]
-        setpriv = shutil.which("setpriv")  # if pytest dies, the server goes too
-        if setpriv:
-            command = [setpriv, "--pdeathsig", "TERM", *command]
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                command,
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            if _wait_for_health(proc, url):
-                yield url
-                return
-        finally:
-            _stop(proc)
-    raise RuntimeError(f"granian would not serve the documented service:\n{log.read_text()}")
+
+    def command(port: int) -> list[str]:
+        return [*_granian(), "--interface", "asgi", "service:app", "--host", "127.0.0.1",
+                "--port", str(port)]  # fmt: skip
+
+    log = workdir / "granian.log"
+    with server_process(command, env=env, log=log, ready="/health", cwd=workdir) as (url, _):
+        yield url
 
 
 def test_the_page_documents_three_runnable_services() -> None:

@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fixtures.processes import server_process
 from server_harness import IMAGES, populate
 
 from ocimirror import AsyncRegistry
@@ -37,22 +37,6 @@ V1 = IMAGES["v1"]
 MULTI = IMAGES["multi"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started for the server
-            proc.wait()
-
-
 #: The process id of each running server, by base URL.
 SERVERS: dict[str, int] = {}
 
@@ -60,52 +44,23 @@ SERVERS: dict[str, int] = {}
 @contextmanager
 def running(home: Path, log: Path, **options: object) -> Iterator[str]:
     """Run ``serve(**options)`` in a subprocess with ``OCIMIRROR_HOME=home``; its base URL."""
-    scheme = "https" if options.get("certfile") else "http"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCIMIRROR_")}
     env["OCIMIRROR_HOME"] = str(home)
-    for _attempt in range(3):
-        port = _free_port()
+
+    def command(port: int) -> list[str]:
         code = (
             "from ocimirror.server.serve import serve\n"
             f"serve(port={port}, log_level='warning', **{options!r})\n"
         )
-        command = [sys.executable, "-c", code]
-        setpriv = shutil.which("setpriv")  # if pytest dies, the server goes too
-        if setpriv:
-            command = [setpriv, "--pdeathsig", "TERM", *command]
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"{scheme}://127.0.0.1:{port}"
+        return [sys.executable, "-c", code]
+
+    scheme = "https" if options.get("certfile") else "http"
+    with server_process(command, env=env, log=log, ready="/v2/", scheme=scheme) as (url, proc):
+        SERVERS[url] = proc.pid
         try:
-            if _wait_until_up(proc, url):
-                SERVERS[url] = proc.pid
-                yield url
-                return
+            yield url
         finally:
             SERVERS.pop(url, None)
-            _stop(proc)
-    raise RuntimeError(f"serve() would not start:\n{log.read_text()}")
-
-
-def _wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(verify=False, trust_env=False, timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
-            try:
-                client.get(f"{url}/v2/")
-                return True
-            except httpx.TransportError:
-                time.sleep(0.05)
-    raise RuntimeError(f"serve() did not answer on {url} in {timeout:.0f}s")
 
 
 @pytest.fixture(scope="module")
