@@ -7,12 +7,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from test_metadata_store import blob, recorded_image, tagged
 
 from ocimirror.backends.metadata import (
     CONTENT_TYPES,
     ContentBatch,
     ContentType,
-    ManifestRecord,
     MetadataStore,
     SignatureRecord,
 )
@@ -28,40 +28,6 @@ Items = dict[str, str | None]
 def store(metadata_store: MetadataStore) -> MetadataStore:
     """The open metadata store (tests/backends/conftest.py)."""
     return metadata_store
-
-
-def blob(name: str) -> str:
-    return str(Digest.of(f"blob {name}".encode()))
-
-
-async def recorded_image(store: MetadataStore, name: str, *layers: str) -> str:
-    """An image manifest (a config and ``layers``) recorded with its blobs; its digest."""
-    refs = [(blob(f"{name}-config"), "blob", None), *((b, "blob", None) for b in layers)]
-    data = f"image {name} {[r[0] for r in refs]}".encode()
-    record = ManifestRecord(
-        digest=str(Digest.of(data)),
-        media_type="application/vnd.oci.image.manifest.v1+json",
-        data=data,
-        artifact_type=None,
-        subject=None,
-    )
-    batch = ContentBatch()
-    for child, _, _ in refs:
-        batch.add_blob(child, 10, "application/octet-stream")
-    batch.add_manifest(record, refs)
-    assert await store.record_content(batch) == {}
-    return record.digest
-
-
-async def tagged(store: MetadataStore, repository: str, tags: dict[str, str]) -> int:
-    """Publish tags with their manifests' closures; the new version's number."""
-    async with store.new_version(repository) as builder:
-        closure = await builder.closure(list(tags.values()))
-        await builder.add_many("container.blob", dict.fromkeys(closure.blobs))
-        await builder.add_many("container.manifest", dict.fromkeys(closure.manifests))
-        await builder.add_many("container.tag", tags)
-    assert builder.result is not None
-    return builder.result.number
 
 
 async def held(store: MetadataStore, number: int) -> dict[ContentType, Items]:
