@@ -32,10 +32,14 @@ T = TypeVar("T")
 
 
 def _got(value: object) -> str:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{type(value).__name__} {shown}"
+    """What a wrong argument was: its type, and its value when that is a plain scalar (a
+    mapping or an object may hold a password, which an error message must never show)."""
+    kind = type(value).__name__
+    if value is None or isinstance(value, bool | int | float):
+        return f"{kind} {value!r}"
+    if isinstance(value, str):
+        return f"{kind} {value[:40]!r}" + ("..." if len(value) > 40 else "")
+    return kind
 
 
 def text(value: Any, what: str) -> str:

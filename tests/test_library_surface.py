@@ -319,3 +319,13 @@ def test_every_export_is_named_in_the_api_docs() -> None:
     text = DOCS.read_text()
     missing = [n for n in ocimirror.__all__ if f"`{n}`" not in text and not n.startswith("_")]
     assert not missing, f"exports missing from docs/api.md: {missing}"
+
+
+def test_a_refused_argument_never_shows_what_it_holds(registry: ocimirror.Registry) -> None:
+    """A mapping passed where a name goes may carry a password: the error names its type."""
+    with pytest.raises(InvalidError) as caught:
+        registry.create_repository("x", remote={"name": "up", "password": SECRET})
+    assert "got dict" in str(caught.value) and SECRET not in str(caught.value)
+    with pytest.raises(InvalidError) as caught:
+        registry.update_distribution("nope", repository={"token": SECRET})
+    assert SECRET not in str(caught.value)
