@@ -329,6 +329,9 @@ class OnDemand:
             await client.download_blob(
                 remote.upstream_name, arrival.digest, _SpoolSink(arrival, fd), size=arrival.size
             )
+            # Verified: the readers get their last bytes now, while the blob is stored.
+            arrival.verified = True
+            await arrival._notify()
             if remote.policy == "on_demand":
                 try:
                     await self.blobs.put(
@@ -339,7 +342,6 @@ class OnDemand:
                     log.error(
                         "blob %s verified but could not be stored: %s", key, redact_text(str(exc))
                     )
-            arrival.verified = True
         except (OcimirrorError, OSError) as exc:
             arrival.failed = self._failure(remote, arrival.digest, exc)
             if _is_outage(exc):
