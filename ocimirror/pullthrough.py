@@ -186,6 +186,19 @@ class Cached:
     upstream: str
 
 
+@attrs.frozen
+class Refreshed:
+    """What a refresh did: ``fetched`` is a manifest to answer with (fetched from the upstream
+    by a first pull), ``changed`` whether a new version was made (what the process cached of
+    the name is then out of date)."""
+
+    fetched: FetchedManifest | None = None
+    changed: bool = False
+
+
+UNCHANGED = Refreshed()
+
+
 class PullThrough:
     """Pull-through caching for one registry, in this process (see the module docstring)."""
 
@@ -195,7 +208,7 @@ class PullThrough:
             0.0,
             [],
         )
-        self._refreshing: dict[tuple[str, str], asyncio.Future[FetchedManifest | None]] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Future[Refreshed]] = {}
         self._made: set[str] = set()
         #: Per cached repository: references waiting for the next fill, and the fill running.
         self._queued: dict[str, list[_Queued]] = {}
@@ -268,12 +281,13 @@ class PullThrough:
             pass
         self._made.add(cached.name)
 
-    async def refresh(self, cached: Cached, reference: str) -> FetchedManifest | None:
+    async def refresh(self, cached: Cached, reference: str) -> Refreshed:
         """Bring ``reference`` (a tag or digest) up to date in the cache before it is
-        answered. A reference the cache does not hold yet is fetched from the upstream and
-        returned, to be answered with while it is synced in (see the module docstring);
-        ``None`` means: answer from the cache. One refresh per name and reference runs in
-        this process at a time; the others share its outcome (its error too)."""
+        answered (see :class:`Refreshed`). A reference the cache does not hold yet is fetched
+        from the upstream and returned, to be answered with while it is synced in (see the
+        module docstring); otherwise the answer comes from the cache. One refresh per name and
+        reference runs in this process at a time; the others share its outcome (its error
+        too)."""
         key = (cached.name, reference)
         running = self._refreshing.get(key)
         if running is None:
@@ -282,22 +296,22 @@ class PullThrough:
             running.add_done_callback(lambda _: self._refreshing.pop(key, None))
         return await asyncio.shield(running)
 
-    async def _refresh(self, cached: Cached, reference: str) -> FetchedManifest | None:
+    async def _refresh(self, cached: Cached, reference: str) -> Refreshed:
         key = (cached.name, reference)
         if time.monotonic() < self._fresh.get(key, 0.0):
-            return None  # checked within the interval, as this process knows
+            return UNCHANGED  # checked within the interval, as this process knows
         answered = self._filling.get(key)
         if answered is not None and (
             ":" in reference or time.monotonic() - answered[1] < cached.distribution.check_interval
         ):
-            return answered[0]  # fetched a moment ago; its fill is under way
+            return Refreshed(fetched=answered[0])  # fetched a moment ago; its fill runs
         await self.ensure(cached)
         meta = self.registry.metadata
         repo = await self.registry.repository(cached.name)
         if ":" in reference:  # a digest: fetched once, then always local
             if await repo.has_manifest(Digest.parse(reference)):
                 self._remember(key, 3600.0)
-                return None
+                return UNCHANGED
             return await self._first_pull(cached, reference)
         now = datetime.now(UTC)
         interval = timedelta(seconds=cached.distribution.check_interval)
@@ -305,7 +319,7 @@ class PullThrough:
         if checked is not None and now - checked < interval:
             # Checked within the interval (by any process): the tag is cached.
             self._remember(key, (checked + interval - now).total_seconds())
-            return None
+            return UNCHANGED
         local = await meta.get_tag(cached.name, repo.latest_version_number, reference)
         if local is None:
             # Not cached yet: the GET that answers this pull is the check.
@@ -318,22 +332,21 @@ class PullThrough:
             finally:
                 await client.aclose()
         except ManifestNotFound:
-            return None  # gone upstream: the cached copy is still served
+            return UNCHANGED  # gone upstream: the cached copy is still served
         except (UpstreamError, OSError) as exc:
             log.warning(
                 "pull-through %s: upstream check failed, serving the cached copy: %s",
                 cached.name,
                 redact_text(str(exc)),
             )
-            return None
+            return UNCHANGED
         await meta.set_tag_times(cached.name, reference, checked=now)
         if local == str(upstream.digest):
             self._remember(key, cached.distribution.check_interval)
-            return None
-        await self._fill(cached, reference, str(upstream.digest))
-        return None
+            return UNCHANGED
+        return Refreshed(changed=await self._fill(cached, reference, str(upstream.digest)))
 
-    async def _first_pull(self, cached: Cached, reference: str) -> FetchedManifest | None:
+    async def _first_pull(self, cached: Cached, reference: str) -> Refreshed:
         """A reference the cache does not hold: its manifest from the upstream, recorded
         with its blobs as the repository remote's content, then answered while a fill
         (started here, in the background) syncs it into a new version."""
@@ -355,8 +368,8 @@ class PullThrough:
             await client.aclose()
         manifest = parse_manifest(fetched.raw, fetched.media_type, expected=fetched.digest)
         if manifest.is_schema1:
-            await self._fill(cached, reference, str(fetched.digest))  # it says why it is not
-            return None
+            # Never converted: the fill says why it is not cached.
+            return Refreshed(changed=await self._fill(cached, reference, str(fetched.digest)))
         if isinstance(manifest, ImageManifest):
             # An index is answered as it is: its children come by digest, each this way.
             batch = ContentBatch()
@@ -389,7 +402,7 @@ class PullThrough:
                 )
 
         fill.add_done_callback(filled)
-        return fetched
+        return Refreshed(fetched=fetched)
 
     async def provides(self, cached: Cached, digest: str) -> bool:
         """Whether a blob of ``digest`` may be served for ``cached`` before a version holds

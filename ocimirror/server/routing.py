@@ -213,12 +213,13 @@ class RegistryAPI:
         if cached is None:
             return None
         reference = parse_reference(reference)
-        fetched = await pull_through.refresh(cached, reference)
-        self.content.forget(name)
+        refreshed = await pull_through.refresh(cached, reference)
+        if refreshed.changed:
+            self.content.forget(name)
         retention = cached.distribution.max_size or cached.distribution.max_age
-        if retention and ":" not in reference and fetched is None:
+        if retention and ":" not in reference and refreshed.fetched is None:
             await pull_through.pulled(name, reference)
-        return fetched
+        return refreshed.fetched
 
     async def _may_pull(self, request: Request, identity: Identity, name: str) -> bool:
         try:
