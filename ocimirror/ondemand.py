@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ocimirror.backends.blobs import BlobLocalPath
 from ocimirror.core.digest import Digest, Hasher
 from ocimirror.errors import (
     BlobNotFound,
@@ -334,9 +335,14 @@ class OnDemand:
             await arrival._notify()
             if remote.policy == "on_demand":
                 try:
-                    await self.blobs.put(
-                        _file_chunks(arrival.path), expected=arrival.digest, size=arrival.size
-                    )
+                    # A local store takes the verified spool file as it is (a link); any
+                    # other store gets its bytes, verified again as they go in.
+                    path, digest, size = str(arrival.path), arrival.digest, arrival.size
+                    store = self.blobs
+                    if not (
+                        isinstance(store, BlobLocalPath) and await store.adopt(path, digest, size)
+                    ):
+                        await self.blobs.put(_file_chunks(arrival.path), expected=digest, size=size)
                 except (OcimirrorError, OSError) as exc:
                     # Verified, but not kept (the store failed): clients still get the bytes.
                     log.error(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import os
 import random
 import tracemalloc
 import uuid
@@ -557,3 +558,27 @@ async def test_streaming_a_large_blob_uses_little_memory(tmp_path: Path) -> None
             tracemalloc.stop()
         assert peak < 16 * MiB, f"peak {peak / MiB:.1f} MiB"
         assert h.hexdigest() == digest.hex
+
+
+async def test_a_verified_local_file_is_adopted_by_a_local_store_and_left_to_put_elsewhere(
+    blob_store: FsspecBlobStore, tmp_path: Path
+) -> None:
+    """On local disk the file is linked into place (no copy); other stores say no."""
+    data = b"adopt me " * 1000
+    digest = Digest.of(data)
+    source = tmp_path / "spool-file"
+    source.write_bytes(data)
+    source.chmod(0o600)
+    adopted = await blob_store.adopt(str(source), digest, len(data))
+    local = blob_store.local_path(digest)
+    assert adopted is (local is not None)
+    if local is None:
+        assert await blob_store.stat(digest) is None  # nothing stored: the caller puts it
+        return
+    assert await blob_store.read(digest) == data
+    assert os.stat(local).st_ino == source.stat().st_ino  # the same file, not a copy
+    assert os.stat(local).st_mode & 0o777 == 0o644
+    assert await blob_store.adopt(str(source), digest, len(data))  # already there: fine
+    with pytest.raises(SizeMismatch):
+        await blob_store.adopt(str(source), Digest.of(b"other"), len(data) + 1)
+    assert await blob_store.cleanup_uploads(older_than=timedelta(0)) == 0  # nothing staged left

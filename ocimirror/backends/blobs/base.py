@@ -308,3 +308,8 @@ class BlobStoreBase(ABC):
     def local_path(self, digest: Digest) -> str | None:
         """The blob's file path on local disk (which may not exist), or ``None`` elsewhere."""
         return None
+
+    async def adopt(self, path: str, digest: Digest, size: int) -> bool:
+        """Link a verified local file into place; this store cannot (see
+        :class:`~ocimirror.backends.blobs.BlobLocalPath`)."""
+        return False

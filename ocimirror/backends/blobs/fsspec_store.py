@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import uuid
@@ -23,9 +25,10 @@ from ocimirror.backends.blobs.base import (
     not_found,
 )
 from ocimirror.backends.blobs.s3_store import S3_PROTOCOLS, S3BlobStore, abort_multipart_uploads
-from ocimirror.backends.blobs.sinks import _FsspecSink, _LocalSink, _Sink
+from ocimirror.backends.blobs.sinks import _FsspecSink, _fsync_dir, _LocalSink, _Sink
 from ocimirror.backends.blobs.streams import Close, Fetch, FsspecBlobWriter, _pread_all, in_thread
 from ocimirror.core.digest import ALGORITHMS, Digest
+from ocimirror.errors import SizeMismatch
 
 __all__ = ["OBJECT_STORE_PROTOCOLS", "FsspecBlobStore", "open_blob_store"]
 
@@ -323,6 +326,45 @@ class FsspecBlobStore(BlobStoreBase):
     def local_path(self, digest: Digest) -> str | None:
         """The blob's file path on local disk (which may not exist), or ``None`` elsewhere."""
         return self._blob_path(digest) if self._local else None
+
+    async def adopt(self, path: str, digest: Digest, size: int) -> bool:
+        """Link a verified local file into place, as a writer publishes: a hard link in
+        ``uploads/`` (the file itself stays where it is), fsynced, then ``os.replace``. False
+        on another filesystem, or when this store is not on local disk."""
+        if not self._local:
+            return False
+        return await asyncio.to_thread(self._adopt_sync, path, digest, size)
+
+    def _adopt_sync(self, path: str, digest: Digest, size: int) -> bool:
+        if os.path.getsize(path) != size:
+            raise SizeMismatch(f"blob {digest}: the file to adopt is not {size} bytes")
+        final = self._blob_path(digest)
+        if os.path.exists(final):
+            return True
+        os.makedirs(self._uploads, exist_ok=True)
+        staged = os.path.join(self._uploads, uuid.uuid4().hex)
+        try:
+            os.link(path, staged)
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                return False  # another filesystem, or no hard links there
+            raise
+        try:
+            os.chmod(staged, 0o644)  # as a writer's file (the spool's was private)
+            fd = os.open(staged, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            parent = os.path.dirname(final)
+            os.makedirs(parent, exist_ok=True)
+            os.replace(staged, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+            raise
+        _fsync_dir(parent)
+        return True
 
 
 def open_blob_store(

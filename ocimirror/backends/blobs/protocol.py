@@ -190,3 +190,9 @@ class BlobLocalPath(Protocol):
     def local_path(self, digest: Digest) -> str | None:
         """The blob's file path (which may not exist), or ``None`` if not on local disk."""
         ...
+
+    async def adopt(self, path: str, digest: Digest, size: int) -> bool:
+        """Store the local file ``path``, whose bytes the caller verified against ``digest``
+        and ``size``, by linking it into place (no copy, no second hash; the file must stay
+        unchanged). False when the store cannot (not on this filesystem): then ``put`` it."""
+        ...
