@@ -5,13 +5,9 @@ A :class:`PullThroughRemote` names a whole registry (with include/exclude patter
 repository names); a :class:`PullThroughDistribution` serves it under a base path ``B``. The
 first pull of ``B/<name>:<tag>`` (or ``@<digest>``) makes a repository, a remote (the
 ``on_demand`` policy, upstream name ``<name>``; Docker Hub's ``library/`` rule applies) and a
-distribution, all named ``B/<name>``, and answers with the manifest it fetched from the
-upstream, as a proxy does. Before answering, it records that manifest and its blobs as remote
-content of the repository's remote, in one write, so that every server process can serve the
-blobs the client asks for next; the tag is synced into a new version meanwhile, in the
-background, from what was fetched. Layers (and the config) come from the upstream on their
-first request while they are stored (see :mod:`ocimirror.ondemand`), and from storage after
-that.
+distribution, all named ``B/<name>``, syncs that one tag into a new version and answers from
+it: layers come from the upstream on their first request while they are stored (see
+:mod:`ocimirror.ondemand`), and from storage after that.
 
 A tag pull checks the upstream tag with a HEAD (Docker Hub does not count HEADs against the
 pull limit) at most once per ``check_interval``, recorded in the database so that every
@@ -38,9 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ocimirror.backends.metadata import ContentBatch
 from ocimirror.core.digest import Digest
-from ocimirror.core.manifest import ImageManifest, parse_manifest
 from ocimirror.core.reference import validate_repository_name
 from ocimirror.errors import (
     AlreadyExists,
@@ -50,7 +44,6 @@ from ocimirror.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from ocimirror.ingest import manifest_entry
 from ocimirror.remote import (
     Remote,
     SyncPolicy,
@@ -62,15 +55,10 @@ from ocimirror.remote import (
     masked_connection,
     patterns,
 )
-from ocimirror.upstream.redact import redact_text
 
 if TYPE_CHECKING:
     from ocimirror.registry import AsyncRegistry
-    from ocimirror.upstream import FetchedManifest, SharedConnections
-
-    #: A reference waiting for a fill: the reference, the digest it should have (when
-    #: known), the manifest fetched for it already (if any), and its waiter.
-    _Queued = tuple[str, str | None, FetchedManifest | None, asyncio.Future[bool]]
+    from ocimirror.upstream import SharedConnections
 
 __all__ = ["PullThrough", "PullThroughDistribution", "PullThroughRemote"]
 
@@ -186,19 +174,6 @@ class Cached:
     upstream: str
 
 
-@attrs.frozen
-class Refreshed:
-    """What a refresh did: ``fetched`` is a manifest to answer with (fetched from the upstream
-    by a first pull), ``changed`` whether a new version was made (what the process cached of
-    the name is then out of date)."""
-
-    fetched: FetchedManifest | None = None
-    changed: bool = False
-
-
-UNCHANGED = Refreshed()
-
-
 class PullThrough:
     """Pull-through caching for one registry, in this process (see the module docstring)."""
 
@@ -208,14 +183,10 @@ class PullThrough:
             0.0,
             [],
         )
-        self._refreshing: dict[tuple[str, str], asyncio.Future[Refreshed]] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._made: set[str] = set()
         #: Per cached repository: references waiting for the next fill, and the fill running.
-        self._queued: dict[str, list[_Queued]] = {}
-        #: (name, tag or digest) -> a manifest answered from the upstream whose fill runs,
-        #: and when it was fetched.
-        self._filling: dict[tuple[str, str], tuple[FetchedManifest, float]] = {}
-        self._fills: set[asyncio.Task[bool]] = set()
+        self._queued: dict[str, list[tuple[str, str | None, asyncio.Future[bool]]]] = {}
         self._draining: dict[str, asyncio.Task[None]] = {}
         self._shared: SharedConnections | None = None
         #: (name, reference) -> until when this process knows it needs no check.
@@ -281,13 +252,10 @@ class PullThrough:
             pass
         self._made.add(cached.name)
 
-    async def refresh(self, cached: Cached, reference: str) -> Refreshed:
+    async def refresh(self, cached: Cached, reference: str) -> bool:
         """Bring ``reference`` (a tag or digest) up to date in the cache before it is
-        answered (see :class:`Refreshed`). A reference the cache does not hold yet is fetched
-        from the upstream and returned, to be answered with while it is synced in (see the
-        module docstring); otherwise the answer comes from the cache. One refresh per name and
-        reference runs in this process at a time; the others share its outcome (its error
-        too)."""
+        answered; whether a new version was made. One refresh per name and reference runs
+        in this process at a time; the others share its outcome (its error too)."""
         key = (cached.name, reference)
         running = self._refreshing.get(key)
         if running is None:
@@ -296,34 +264,29 @@ class PullThrough:
             running.add_done_callback(lambda _: self._refreshing.pop(key, None))
         return await asyncio.shield(running)
 
-    async def _refresh(self, cached: Cached, reference: str) -> Refreshed:
+    async def _refresh(self, cached: Cached, reference: str) -> bool:
         key = (cached.name, reference)
         if time.monotonic() < self._fresh.get(key, 0.0):
-            return UNCHANGED  # checked within the interval, as this process knows
-        answered = self._filling.get(key)
-        if answered is not None and (
-            ":" in reference or time.monotonic() - answered[1] < cached.distribution.check_interval
-        ):
-            return Refreshed(fetched=answered[0])  # fetched a moment ago; its fill runs
+            return False  # checked within the interval, as this process knows
         await self.ensure(cached)
         meta = self.registry.metadata
         repo = await self.registry.repository(cached.name)
         if ":" in reference:  # a digest: fetched once, then always local
             if await repo.has_manifest(Digest.parse(reference)):
                 self._remember(key, 3600.0)
-                return UNCHANGED
-            return await self._first_pull(cached, reference)
+                return False
+            return await self._fill(cached, reference, None)
         now = datetime.now(UTC)
         interval = timedelta(seconds=cached.distribution.check_interval)
         checked, _ = await meta.tag_times(cached.name, reference)
         if checked is not None and now - checked < interval:
             # Checked within the interval (by any process): the tag is cached.
             self._remember(key, (checked + interval - now).total_seconds())
-            return UNCHANGED
+            return False
         local = await meta.get_tag(cached.name, repo.latest_version_number, reference)
         if local is None:
-            # Not cached yet: the GET that answers this pull is the check.
-            return await self._first_pull(cached, reference)
+            # Not cached yet: the fill's GET by tag is the check.
+            return await self._fill(cached, reference, None)
         remote = cached.remote.remote_for(cached.name, cached.upstream)
         try:
             client = self._connections().client(remote)
@@ -332,97 +295,32 @@ class PullThrough:
             finally:
                 await client.aclose()
         except ManifestNotFound:
-            return UNCHANGED  # gone upstream: the cached copy is still served
+            if local is not None:
+                return False  # gone upstream: the cached copy is still served
+            raise
         except (UpstreamError, OSError) as exc:
-            log.warning(
-                "pull-through %s: upstream check failed, serving the cached copy: %s",
-                cached.name,
-                redact_text(str(exc)),
-            )
-            return UNCHANGED
+            if local is not None:
+                log.warning(
+                    "pull-through %s: upstream check failed, serving the cached copy: %s",
+                    cached.name,
+                    exc,
+                )
+                return False
+            raise UpstreamUnavailable(
+                f"{cached.name}:{reference} is not cached and the upstream cannot be reached: {exc}"
+            ) from exc
         await meta.set_tag_times(cached.name, reference, checked=now)
         if local == str(upstream.digest):
             self._remember(key, cached.distribution.check_interval)
-            return UNCHANGED
-        return Refreshed(changed=await self._fill(cached, reference, str(upstream.digest)))
+            return False
+        return await self._fill(cached, reference, str(upstream.digest))
 
-    async def _first_pull(self, cached: Cached, reference: str) -> Refreshed:
-        """A reference the cache does not hold: its manifest from the upstream, recorded
-        with its blobs as the repository remote's content, then answered while a fill
-        (started here, in the background) syncs it into a new version."""
-        remote = cached.remote.remote_for(cached.name, cached.upstream)
-        client = self._connections().client(remote)
-        try:
-            fetched = await client.get_manifest(cached.upstream, reference)
-        except ManifestNotFound:
-            raise ManifestNotFound(
-                f"{cached.upstream}:{reference} is not in the upstream registry",
-                detail={"name": cached.name, "reference": reference},
-            ) from None
-        except (UpstreamError, OSError) as exc:
-            raise UpstreamUnavailable(
-                f"{cached.name}:{reference} is not cached and the upstream cannot be reached: "
-                f"{redact_text(str(exc))}"
-            ) from exc
-        finally:
-            await client.aclose()
-        manifest = parse_manifest(fetched.raw, fetched.media_type, expected=fetched.digest)
-        if manifest.is_schema1:
-            # Never converted: the fill says why it is not cached.
-            return Refreshed(changed=await self._fill(cached, reference, str(fetched.digest)))
-        if isinstance(manifest, ImageManifest):
-            # An index is answered as it is: its children come by digest, each this way.
-            batch = ContentBatch()
-            for blob in manifest.blobs():
-                batch.add_remote_blob(str(blob.digest), blob.size, blob.media_type, cached.name)
-            batch.add_manifest(*manifest_entry(manifest))
-            rejected = await self.registry.metadata.record_content(batch)
-            if rejected:
-                log.warning(
-                    "pull-through %s: %s not recorded: %s", cached.name, reference, rejected
-                )
-        keys = [(cached.name, reference), (cached.name, str(fetched.digest))]
-        answered = (fetched, time.monotonic())
-        for key in keys:
-            self._filling[key] = answered
-        fill = asyncio.ensure_future(self._fill(cached, reference, str(fetched.digest), fetched))
-        self._fills.add(fill)
-
-        def filled(task: asyncio.Task[bool]) -> None:
-            self._fills.discard(task)
-            for key in keys:
-                if self._filling.get(key) is answered:
-                    del self._filling[key]
-            if not task.cancelled() and task.exception() is not None:
-                log.error(
-                    "pull-through %s: caching %s failed: %s",
-                    cached.name,
-                    reference,
-                    redact_text(str(task.exception())),
-                )
-
-        fill.add_done_callback(filled)
-        return Refreshed(fetched=fetched)
-
-    async def provides(self, cached: Cached, digest: str) -> bool:
-        """Whether a blob of ``digest`` may be served for ``cached`` before a version holds
-        it: it is that repository's remote content (recorded by a first pull, in any
-        process), fetched from the upstream on request."""
-        sources = await self.registry.metadata.remote_sources(digest)
-        return any(name == cached.name for name, _, _ in sources)
-
-    async def _fill(
-        self,
-        cached: Cached,
-        reference: str,
-        digest: str | None,
-        fetched: FetchedManifest | None = None,
-    ) -> bool:
+    async def _fill(self, cached: Cached, reference: str, digest: str | None) -> bool:
         """Sync one tag (or digest) into the cached repository, together with whatever
         else this process is waiting for in that repository (one sync for them all);
         whether a new version was made."""
         waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queued.setdefault(cached.name, []).append((reference, digest, fetched, waiting))
+        self._queued.setdefault(cached.name, []).append((reference, digest, waiting))
         if cached.name not in self._draining:
             task = asyncio.ensure_future(self._drain(cached))
             self._draining[cached.name] = task
@@ -434,13 +332,13 @@ class PullThrough:
                 try:
                     created, dropped = await self._sync(cached, queue)
                 except BaseException as exc:
-                    for *_, waiting in queue:
+                    for _, _, waiting in queue:
                         if not waiting.done():
                             waiting.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for reference, _, _, waiting in queue:
+                for reference, _, waiting in queue:
                     if reference not in dropped:
                         waiting.set_result(created)
                         continue
@@ -458,16 +356,17 @@ class PullThrough:
         finally:
             del self._draining[cached.name]
 
-    async def _sync(self, cached: Cached, queue: list[_Queued]) -> tuple[bool, dict[str, str]]:
+    async def _sync(
+        self, cached: Cached, queue: list[tuple[str, str | None, asyncio.Future[bool]]]
+    ) -> tuple[bool, dict[str, str]]:
         """One sync of the queued references; waits while another process syncs the same
         repository (then only what it did not bring is synced)."""
         from ocimirror.sync import sync_repository
 
         reg = self.registry
         remote = cached.remote.remote_for(cached.name, cached.upstream)
-        references = list(dict.fromkeys(r for r, *_ in queue))
-        wanted = {r: d for r, d, _, _ in queue if d is not None}
-        prefetched = {r: f for r, _, f, _ in queue if f is not None}
+        references = list(dict.fromkeys(r for r, _, _ in queue))
+        wanted = {r: d for r, d, _ in queue if d is not None}
         deadline = time.monotonic() + _BUSY_WAIT
         while True:
             try:
@@ -475,7 +374,7 @@ class PullThrough:
                 # referrers API, no signature extension) serve every fill.
                 result = await sync_repository(
                     reg.metadata, reg.blobs, cached.name, remote, policy=SyncPolicy(),
-                    only=references, prefetched=prefetched, connections=self._connections(),
+                    only=references, connections=self._connections(),
                 )  # fmt: skip
                 break
             except RepositoryBusy:
@@ -485,7 +384,7 @@ class PullThrough:
                 tags = await (await reg.repository(cached.name)).tags()
                 references = [r for r in references if r not in wanted or tags.get(r) != wanted[r]]
                 if not references:
-                    return False, {}  # another process filled them meanwhile
+                    return True, {}  # another process filled them: a new version
         dropped = {d.get("tag") or d.get("digest", ""): d["reason"] for d in result.dropped}
         now = datetime.now(UTC)
         filled = [r for r in references if r not in dropped]
@@ -505,9 +404,7 @@ class PullThrough:
         return self._shared
 
     async def close(self) -> None:
-        """Finish the fills under way, then close the upstream connections."""
-        if self._fills:
-            await asyncio.gather(*self._fills, return_exceptions=True)
+        """Close the upstream connections of tag checks."""
         if self._shared is not None:
             await self._shared.aclose()
             self._shared = None

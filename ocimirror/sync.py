@@ -228,7 +228,6 @@ class _Job:
         self._manifests: dict[str, asyncio.Task[None]] = {}
         #: Manifests fetched by tag (a first sync of the tag), waiting to be processed.
         self._fetched: dict[str, FetchedManifest] = {}
-        self._prefetched_tags: dict[str, FetchedManifest] = {}
         self._blobs = inflight_blobs  # shared by every job of one sync_all
         self._counted: set[str] = set()  # blobs this job has counted (downloaded or reused)
         self._local_store: bool | None = None  # whether blobs are files here (found lazily)
@@ -457,20 +456,10 @@ class _Job:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def prefetch(self, reference: str, fetched: FetchedManifest) -> None:
-        """A manifest the caller fetched already: ``reference`` (its tag or digest) is
-        resolved to it, and it is not fetched again."""
-        self._fetched[str(fetched.digest)] = fetched
-        if ":" not in reference:
-            self._prefetched_tags[reference] = fetched
-
     async def _resolve(self, tag: str, *, known: bool) -> tuple[str, Digest, str] | None:
         """A tag's digest and media type: with HEAD when the repository has the tag (a re-sync
         usually finds it unchanged, and Docker Hub does not count HEADs), else with the GET
         its manifest needs anyway (kept for :meth:`_download_manifest`)."""
-        given = self._prefetched_tags.get(tag)
-        if given is not None:
-            return tag, given.digest, given.media_type
         try:
             async with self.limit:
                 if known:
@@ -661,7 +650,6 @@ async def sync_repository(
     limit: asyncio.Semaphore | None = None,
     connections: SharedConnections | None = None,
     only: list[str] | None = None,
-    prefetched: Mapping[str, FetchedManifest] | None = None,
     _inflight: dict[str, asyncio.Future[None]] | None = None,
 ) -> SyncResult:
     """Sync one repository from a remote (default: the repository's own remote).
@@ -669,9 +657,7 @@ async def sync_repository(
     A sync is a job over the stores, an upstream client and a policy. ``client`` lets a caller
     supply the upstream client (tests, custom transports); ``limit`` shares a download budget
     between several syncs, ``connections`` their upstream connections. ``only`` names the tags
-    and digests to sync instead of listing the upstream's (a pull-through cache's fill);
-    ``prefetched`` the manifests of some of them already fetched (reference -> manifest),
-    which are not asked for again.
+    and digests to sync instead of listing the upstream's (a pull-through cache's fill).
     Raises LeaseLost when another process took the repository's lease over: nothing is
     published then.
     """
@@ -704,8 +690,6 @@ async def sync_repository(
         connections.capabilities if connections is not None else None,
     )
     job.only = None if only is None else list(only)
-    for reference, fetched in (prefetched or {}).items():
-        job.prefetch(reference, fetched)
     running = asyncio.ensure_future(job.run())
     lost = asyncio.Event()
     renewer = asyncio.ensure_future(_renew(metadata, lease, running, lost))

@@ -7,9 +7,6 @@ can disappear); ocimirror serves with ``ocimirror serve``.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,6 @@ from fixtures.proxy import FaultProxy, ProxyFactory
 from fixtures.registry import Registry
 
 import ocimirror
-from ocimirror.asgi import create_app
-from ocimirror.pullthrough import PullThrough
 from ocimirror.testing import random_image, random_index, serving
 
 
@@ -50,16 +45,6 @@ def cache(home: Path, upstream: dict[str, Any], **dist: Any) -> None:
             name="hub", url=proxy.url, include_names=["test/*"], exclude_names=["test/secret*"]
         )
         reg.create_pull_through_distribution("cache", base_path="cache", remote="hub", **dist)
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Whether ``check()`` comes true within ``timeout`` seconds (a background fill)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def requests_for(proxy: FaultProxy, name: str) -> list[str]:
@@ -155,9 +140,8 @@ def test_a_cached_tag_is_served_when_the_upstream_is_gone_and_refreshed_when_it_
         registry.push(name, newer, "v1")
         moved = httpx.get(url, headers=accept, timeout=30)
         assert moved.content == newer.manifest
-        # Each pull was answered from the upstream's bytes; its version is written meanwhile.
         with ocimirror.open(home=home) as reg:
-            assert eventually(lambda: reg.repository(f"cache/{name}").latest_version().number == 2)
+            assert reg.repository(f"cache/{name}").latest_version().number == 2
         proxy.status(503, times=1000)
         kept = httpx.get(url, headers=accept, timeout=30)
         assert kept.status_code == 200 and kept.content == newer.manifest
@@ -262,58 +246,3 @@ def test_a_tag_the_upstream_does_not_have_is_manifest_unknown(
         response = httpx.get(url, timeout=30)
         assert response.status_code == 404
         assert response.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
-
-
-def test_a_first_pull_is_answered_from_the_upstream_before_its_version_is_written(
-    tmp_path: Path, upstream: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As a proxy: the manifest comes back while the fill that writes its version waits, and
-    the blobs it names are served meanwhile, by this process and by another one."""
-    home = tmp_path / "home"
-    cache(home, upstream)
-    name = upstream["name"]
-    image = upstream["images"]["v1"]
-    release = asyncio.Event()
-    real_fill = PullThrough._fill
-
-    async def held_fill(self: PullThrough, *args: Any, **kwargs: Any) -> bool:
-        await release.wait()
-        return await real_fill(self, *args, **kwargs)
-
-    monkeypatch.setattr(PullThrough, "_fill", held_fill)
-    monkeypatch.setenv("OCIMIRROR_AUTH", "none")
-    base = f"/v2/cache/{name}"
-    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
-
-    async def scenario() -> None:
-        one, other = create_app(home=home), create_app(home=home)  # two server processes
-        async with (
-            httpx.AsyncClient(transport=httpx.ASGITransport(one), base_url="http://a") as a,
-            httpx.AsyncClient(transport=httpx.ASGITransport(other), base_url="http://b") as b,
-        ):
-            manifest = await a.get(f"{base}/manifests/v1", headers=accept)
-            assert manifest.status_code == 200 and manifest.content == image.manifest
-            assert manifest.headers["docker-content-digest"] == str(image.digest)
-            again = await a.get(f"{base}/manifests/{image.digest}", headers=accept)
-            assert again.content == image.manifest  # the same fetch, while its fill waits
-            for client in (a, b):
-                for blob in image.blobs():
-                    got = await client.get(f"{base}/blobs/{blob.digest}")
-                    assert got.status_code == 200 and got.content == blob.data
-            signatures = await b.get(f"/extensions{base}/signatures/{image.digest}")
-            assert signatures.status_code == 200 and signatures.json() == {"signatures": []}
-            opened = one.state.opener.registry
-            assert opened is not None
-            repo = await opened.repository(f"cache/{name}")
-            assert (await repo.latest_version()).number == 0  # nothing published yet
-            release.set()
-            await one.state.opener.close()  # waits for the fill under way
-            await other.state.opener.close()
-
-    asyncio.run(scenario())
-    with ocimirror.open(home=home) as reg:
-        repo = reg.repository(f"cache/{name}")
-        assert repo.tags() == {"v1": str(image.digest)}
-        assert repo.latest_version().number == 1
-    manifest_gets = [r for r in requests_for(upstream["proxy"], name) if "/manifests/" in r]
-    assert manifest_gets == [f"GET /v2/{name}/manifests/v1"]  # the fill did not fetch it again

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 from starlette.requests import Request
@@ -35,7 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ocimirror.backends.blobs import BlobLocalPath, BlobPresigner
 from ocimirror.core.digest import Digest
-from ocimirror.errors import BlobNotFound, NotFound, OcimirrorError, RangeNotSatisfiable
+from ocimirror.errors import BlobNotFound, OcimirrorError, RangeNotSatisfiable
 from ocimirror.push import Push
 from ocimirror.server.content import Content, Served
 from ocimirror.server.errors import exception_response
@@ -157,30 +156,17 @@ class _WholeFile(FileResponse):
 
 
 async def get_blob(
-    content: Content,
-    request: Request,
-    name: str,
-    reference: str,
-    *,
-    redirect: bool = False,
-    provided: Callable[[str], Awaitable[bool]] | None = None,
+    content: Content, request: Request, name: str, reference: str, *, redirect: bool = False
 ) -> Response:
-    """The blob ``reference`` in the version ``name`` serves (whole, a range, or a redirect).
-    ``provided`` says whether a blob that version does not hold may be served anyway (a
-    pull-through cache's blob whose version is being written)."""
+    """The blob ``reference`` in the version ``name`` serves (whole, a range, or a redirect)."""
     digest = digest_or(reference, BlobNotFound, "blob", field="digest")
     key = str(digest)
 
     async def holds(served: Served) -> bool | None:
         return await content.has(served, "container.blob", key) or None
 
-    try:
-        _, present = await content.read(name, holds)
-    except NotFound:
-        if provided is None:
-            raise
-        present = False
-    if not present and (provided is None or not await provided(key)):
+    _, present = await content.read(name, holds)
+    if not present:
         raise BlobNotFound(f"blob {key} is not in {name!r}", detail={"digest": key})
 
     head = request.method == "HEAD"

@@ -27,7 +27,7 @@ from ocimirror.server.accept import acceptable
 from ocimirror.server.content import Content, Served
 from ocimirror.server.references import digest_or, tag_or
 
-__all__ = ["delete_manifest", "get_manifest", "manifest_response", "put_manifest", "read_capped"]
+__all__ = ["delete_manifest", "get_manifest", "put_manifest", "read_capped"]
 
 
 class _Raw(Response):
@@ -67,12 +67,7 @@ async def get_manifest(content: Content, request: Request, name: str, reference:
     record = await content.manifest(digest)
     if record is None:
         raise ManifestNotFound(f"manifest {digest} is not stored", detail={"digest": digest})
-    return manifest_response(request, digest, record.media_type, record.data)
 
-
-def manifest_response(request: Request, digest: str, media_type: str, data: bytes) -> Response:
-    """A manifest's answer: its bytes as they are, under its own media type, if the request
-    accepts that type (else ``404``); ``304`` for a matching ``If-None-Match``."""
     accept: list[str] = []
     if_none_match: str | None = None
     for key, value in request.scope["headers"]:
@@ -80,23 +75,23 @@ def manifest_response(request: Request, digest: str, media_type: str, data: byte
             accept.append(value.decode("latin-1"))
         elif key == b"if-none-match":
             if_none_match = value.decode("latin-1")
-    if accept and not acceptable(accept, media_type):
+    if accept and not acceptable(accept, record.media_type):
         raise ManifestNotFound(
-            f"manifest {digest} is stored as {media_type}, which the request's Accept "
+            f"manifest {digest} is stored as {record.media_type}, which the request's Accept "
             "header does not allow; it is served only as stored",
-            detail={"digest": digest, "mediaType": media_type},
+            detail={"digest": digest, "mediaType": record.media_type},
         )
 
     etag = f'"{digest}"'.encode()
     headers = [
-        (b"content-type", media_type.encode("latin-1")),
+        (b"content-type", record.media_type.encode("latin-1")),
         (b"docker-content-digest", digest.encode()),
         (b"etag", etag),
     ]
     if if_none_match is not None and _matches(if_none_match, etag):
         return _Raw(304, headers, b"")
-    headers.append((b"content-length", str(len(data)).encode()))
-    return _Raw(200, headers, b"" if request.method == "HEAD" else data)
+    headers.append((b"content-length", str(len(record.data)).encode()))
+    return _Raw(200, headers, b"" if request.method == "HEAD" else record.data)
 
 
 def _matches(if_none_match: str, etag: bytes) -> bool:

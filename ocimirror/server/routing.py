@@ -14,7 +14,6 @@ pull a public distribution), pushes ``pull,push``, deletes ``delete``.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,7 +28,7 @@ from ocimirror.errors import (
     Unsupported,
     UploadNotFound,
 )
-from ocimirror.pullthrough import Cached, parse_reference
+from ocimirror.pullthrough import parse_reference
 from ocimirror.push import Push
 from ocimirror.server.access import PULL, PUSH, Access, Action, Authenticator, Identity, OpenAccess
 from ocimirror.server.base import version_check
@@ -37,19 +36,10 @@ from ocimirror.server.blobs import delete_blob, get_blob
 from ocimirror.server.catalog import catalog
 from ocimirror.server.content import Content
 from ocimirror.server.errors import exception_response, unexpected_response
-from ocimirror.server.manifests import (
-    delete_manifest,
-    get_manifest,
-    manifest_response,
-    put_manifest,
-)
+from ocimirror.server.manifests import delete_manifest, get_manifest, put_manifest
 from ocimirror.server.referrers import referrers
 from ocimirror.server.signatures import get_signatures, put_signatures
 from ocimirror.server.tags import tags_list
-
-if TYPE_CHECKING:
-    from ocimirror.upstream import FetchedManifest
-
 from ocimirror.server.uploads import (
     cancel_upload,
     finish_upload,
@@ -171,8 +161,7 @@ class RegistryAPI:
             identity = await self.auth.identify(request)
             if request.method in _READ:
                 await self._allow_pull(request, identity, name)
-                caching = await self._cached(name) is not None
-                return await get_signatures(self.content, request, name, reference, caching=caching)
+                return await get_signatures(self.content, request, name, reference)
             self.auth.check(request, identity, Access(name=name, actions=PUSH))
             response = await put_signatures(self.push, request, name, reference)
             self.content.forget(name)
@@ -200,26 +189,21 @@ class RegistryAPI:
             cached = await self.content.registry.pull_through.match(name)
             return cached is not None and not cached.distribution.private
 
-    async def _cached(self, name: str) -> Cached | None:
-        """The pull-through cache that serves ``name``, if one does."""
-        return await self.content.registry.pull_through.match(name)
-
-    async def _through_cache(self, name: str, reference: str) -> FetchedManifest | None:
+    async def _through_cache(self, name: str, reference: str) -> None:
         """For a name a pull-through cache serves: bring the manifest up to date (making the
-        repository on the first pull) before it is answered from the cache, or return the
-        manifest fetched from the upstream to answer with (a first pull)."""
+        repository on the first pull), before it is answered from the cache."""
         pull_through = self.content.registry.pull_through
         cached = await pull_through.match(name)
         if cached is None:
-            return None
+            return
         reference = parse_reference(reference)
-        refreshed = await pull_through.refresh(cached, reference)
-        if refreshed.changed:
+        if await pull_through.refresh(cached, reference):
+            # A new version: what this process cached of the name is out of date. (A pull
+            # that changed nothing keeps it; a miss re-reads the name anyway.)
             self.content.forget(name)
         retention = cached.distribution.max_size or cached.distribution.max_age
-        if retention and ":" not in reference and refreshed.fetched is None:
+        if retention and ":" not in reference:
             await pull_through.pulled(name, reference)
-        return refreshed.fetched
 
     async def _may_pull(self, request: Request, identity: Identity, name: str) -> bool:
         try:
@@ -268,29 +252,12 @@ class RegistryAPI:
             if method in _READ:
                 await self._allow_pull(request, identity, name)
                 if kind == "manifests":
-                    fetched = await self._through_cache(name, reference)
-                    if fetched is not None:
-                        return manifest_response(
-                            request, str(fetched.digest), fetched.media_type, fetched.raw
-                        )
+                    await self._through_cache(name, reference)
                     return await get_manifest(self.content, request, name, reference)
                 if kind == "referrers":
                     return await referrers(self.content, request, name, reference)
-                cached = await self._cached(name)
-                provided = None
-                if cached is not None:
-                    provides = self.content.registry.pull_through.provides
-
-                    async def provided(digest: str) -> bool:
-                        return await provides(cached, digest)
-
                 return await get_blob(
-                    self.content,
-                    request,
-                    name,
-                    reference,
-                    redirect=self.redirect_blobs,
-                    provided=provided,
+                    self.content, request, name, reference, redirect=self.redirect_blobs
                 )
             if method == "PUT":
                 self.auth.check(request, identity, Access(name=name, actions=PUSH))

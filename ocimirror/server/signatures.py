@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ocimirror.core.digest import Digest
-from ocimirror.errors import InvalidDigest, InvalidManifest, ManifestNotFound, NotFound
+from ocimirror.errors import InvalidDigest, InvalidManifest, ManifestNotFound
 from ocimirror.push import Push
 from ocimirror.server.content import Content, Served
 from ocimirror.server.manifests import read_capped
@@ -42,12 +42,8 @@ def _digest(reference: str) -> Digest:
         ) from None
 
 
-async def get_signatures(
-    content: Content, request: Request, name: str, reference: str, *, caching: bool = False
-) -> Response:
-    """The signatures of one manifest in the served version. For a pull-through cache
-    (``caching``), a manifest that version does not hold yet has none (it was answered from
-    the upstream a moment ago, and its version is being written)."""
+async def get_signatures(content: Content, request: Request, name: str, reference: str) -> Response:
+    """The signatures of one manifest in the served version."""
     digest = str(_digest(reference))
 
     async def holds(served: Served) -> bool | None:
@@ -55,22 +51,11 @@ async def get_signatures(
 
     # As for a blob: a miss re-resolves the name, so a version another process published a
     # moment ago (the one whose manifest the client just got) is seen.
-    try:
-        served, present = await content.read(name, holds)
-    except NotFound:
-        if not caching:
-            raise
-        present = False
-    if not present and caching:
-        return _signatures_response(request, encode_extension(()))
+    served, present = await content.read(name, holds)
     if not present:
         raise ManifestNotFound(f"manifest {digest} is not in {name!r}", detail={"digest": digest})
     records = await content.registry.metadata.signatures(served.repository, served.version, digest)
     body = encode_extension((r.name, r.data) for r in records if r.sig_type == "atomic")
-    return _signatures_response(request, body)
-
-
-def _signatures_response(request: Request, body: bytes) -> Response:
     headers = {"content-type": "application/json", "content-length": str(len(body))}
     return Response(b"" if request.method == "HEAD" else body, headers=headers)
 
