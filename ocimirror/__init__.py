@@ -14,9 +14,9 @@ Async, for services and notebooks::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ocimirror._lazy import exports
 from ocimirror._version import __version__
 
 if TYPE_CHECKING:
@@ -144,18 +144,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ocimirror' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__ = exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "POLICIES",

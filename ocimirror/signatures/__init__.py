@@ -17,9 +17,9 @@ imports ``cryptography`` only when one is built. Verification failures raise
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ocimirror._lazy import exports
 from ocimirror.signatures.atomic import (
     ExtensionSignature,
     decode_extension,
@@ -56,18 +56,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ocimirror.signatures' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__ = exports(__name__, _LAZY, globals())
 
 __all__ = [
     "ATOMIC_TYPE",

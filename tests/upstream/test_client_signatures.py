@@ -8,16 +8,13 @@ instead of slept.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
-import attrs
 import httpx
 import pytest
 from pytest_httpx import HTTPXMock
+from test_client import NAME, REGISTRY, make_client, run
 
 from ocimirror.core.digest import Digest
 from ocimirror.core.manifest import MAX_MANIFEST_SIZE
@@ -26,8 +23,6 @@ from ocimirror.errors import InvalidDigest, InvalidName, UpstreamError
 from ocimirror.upstream import REQUEST_KINDS, RegistryClient, TransientError
 from ocimirror.upstream.client import MAX_SIGNATURE_SIZE
 
-REGISTRY = "https://registry.example"
-NAME = "team/app"
 DIGEST = Digest.of(b"the manifest that was signed")
 SIGNATURES_URL = f"{REGISTRY}/extensions/v2/{NAME}/signatures/{DIGEST}"
 REFERRERS_URL = f"{REGISTRY}/v2/{NAME}/referrers/{DIGEST}"
@@ -53,33 +48,6 @@ REFERRERS_BODY = json.dumps(
 ).encode()
 
 ALICE_BASIC = "Basic " + base64.b64encode(b"alice:pw").decode()
-
-_T = TypeVar("_T")
-
-
-class Sleeps(list[float]):
-    """Records the waits a retry policy asks for, without waiting."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-def make_client(**options: Any) -> tuple[RegistryClient, Sleeps]:
-    """A client of the test registry whose waits are recorded, not slept."""
-    client = RegistryClient(REGISTRY, **options)
-    sleeps = Sleeps()
-    client.retry_policy = attrs.evolve(client.retry_policy, sleep=sleeps)
-    return client, sleeps
-
-
-def run(client: RegistryClient, call: Callable[[RegistryClient], Awaitable[_T]]) -> _T:
-    """Run one call against ``client`` in a fresh event loop, then close the client."""
-
-    async def main() -> _T:
-        async with client:
-            return await call(client)
-
-    return asyncio.run(main())
 
 
 def copy(request: httpx.Request) -> httpx.Request:
