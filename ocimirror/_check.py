@@ -19,6 +19,7 @@ __all__ = [
     "build",
     "count",
     "duration",
+    "fields_of",
     "flag",
     "known_fields",
     "name_of",
@@ -116,7 +117,12 @@ def known_fields(given: Mapping[str, Any], allowed: Collection[str], what: str) 
         )
 
 
+def fields_of(cls: type, given: Mapping[str, Any]) -> None:
+    """Refuse names in ``given`` that are no field of the attrs class ``cls``."""
+    known_fields(given, [f.name for f in attrs.fields(cls)], cls.__name__)
+
+
 def build(cls: type[T], fields: Mapping[str, Any]) -> T:
     """``cls(**fields)`` for an attrs class, with unknown field names refused by name."""
-    known_fields(fields, [f.name for f in attrs.fields(cls)], cls.__name__)  # type: ignore[arg-type]
+    fields_of(cls, fields)
     return cls(**fields)

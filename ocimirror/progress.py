@@ -11,13 +11,14 @@ callback that draws it. The CLI draws on stderr; in a notebook, ``repo.sync()`` 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ocimirror.sync import SyncProgress
 
-__all__ = ["SyncBars", "in_notebook", "resolve"]
+__all__ = ["SyncBars", "in_notebook", "reporting"]
 
 
 def in_notebook() -> bool:
@@ -93,10 +94,11 @@ class SyncBars:
         self._bars.clear()
 
 
-def resolve(
+@contextmanager
+def reporting(
     progress: Callable[[SyncProgress], None] | bool | None, *, combined: bool = False
-) -> tuple[Callable[[SyncProgress], None] | None, SyncBars | None]:
-    """The callback a sync reports to, and the bars it opened (to close) if any.
+) -> Iterator[Callable[[SyncProgress], None] | None]:
+    """The callback a sync reports to while the block runs; bars it draws are closed after.
 
     ``None``: a notebook widget when running in a Jupyter kernel, nothing otherwise;
     ``False``: nothing; ``True``: bars (a widget in Jupyter, stderr elsewhere); a callable:
@@ -105,8 +107,12 @@ def resolve(
     if progress is None:
         progress = in_notebook()
     if progress is False:
-        return None, None
-    if progress is True:
+        yield None
+    elif progress is True:
         bars = SyncBars(combined=combined, notebook=in_notebook())
-        return bars, bars
-    return progress, None
+        try:
+            yield bars
+        finally:
+            bars.close()
+    else:
+        yield progress

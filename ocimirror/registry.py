@@ -235,7 +235,7 @@ class AsyncRegistry:
 
     async def update_remote(self, name: str, **changes: Any) -> Remote:
         """Change some fields of a remote (validated as a whole)."""
-        check.known_fields(changes, [f.name for f in attrs.fields(Remote)], "Remote")
+        check.fields_of(Remote, changes)
         current = await self.remote(name)
         updated = attrs.evolve(current, **changes)
         await self.metadata.update_remote(name, updated.to_json(secrets=True))
@@ -294,7 +294,7 @@ class AsyncRegistry:
     async def update_distribution(self, name: str, **changes: Any) -> Distribution:
         """Change some fields of a distribution: ``repository_version=N`` pins version N (a
         rollback), ``repository_version=None`` follows the latest version again."""
-        check.known_fields(changes, [f.name for f in attrs.fields(Distribution)], "Distribution")
+        check.fields_of(Distribution, changes)
         if "name" in changes:
             raise InvalidError("a distribution keeps its name; create another one to rename")
         if "base_path" in changes:
@@ -350,7 +350,7 @@ class AsyncRegistry:
         """Change some fields of a pull-through remote."""
         from ocimirror.pullthrough import PullThroughRemote
 
-        check.known_fields(fields, [f.name for f in attrs.fields(PullThroughRemote)], "remote")
+        check.fields_of(PullThroughRemote, fields)
         current = await self.pull_through_remote(name)
         remote = attrs.evolve(current, **fields)
         await self.metadata.update_pull_through("remote", name, remote.to_json(secrets=True))
@@ -407,8 +407,7 @@ class AsyncRegistry:
         """Change some fields of a pull-through distribution."""
         from ocimirror.pullthrough import PullThroughDistribution
 
-        known = [f.name for f in attrs.fields(PullThroughDistribution)]
-        check.known_fields(fields, known, "pull-through distribution")
+        check.fields_of(PullThroughDistribution, fields)
         current = await self.pull_through_distribution(name)
         dist = attrs.evolve(current, **fields)
         await self.metadata.update_pull_through("distribution", name, dist.to_json())
@@ -525,31 +524,13 @@ class AsyncRegistry:
         this process alone, and asking for ``workers > 1`` with them is an error.
         ``progress`` is as for :meth:`AsyncRepository.sync`; a notebook shows one bar for all.
         """
-        from ocimirror.progress import resolve
+        from ocimirror import workers as pool
+        from ocimirror.progress import reporting
+        from ocimirror.sync import sync_all
 
         policy = with_shortcuts(policy, mirror=mirror, allow_empty=allow_empty)
         if repositories is not None:
             repositories = check.names(repositories, "repositories")
-        if policy is not None and not isinstance(policy, SyncPolicy):
-            raise InvalidError(f"policy must be a SyncPolicy, got {type(policy).__name__}")
-        callback, bars = resolve(progress, combined=True)
-        try:
-            return await self._sync_all(repositories, policy, concurrency, workers, callback)
-        finally:
-            if bars is not None:
-                bars.close()
-
-    async def _sync_all(
-        self,
-        repositories: Iterable[str] | None,
-        policy: SyncPolicy | None,
-        concurrency: int,
-        workers: int | None,
-        progress: Callable[[SyncProgress], None] | None,
-    ) -> dict[str, SyncResult | BaseException]:
-        from ocimirror import workers as pool
-        from ocimirror.sync import sync_all
-
         if workers is not None and workers < 1:
             raise InvalidError(f"workers must be >= 1, got {workers}")
         if repositories is None:
@@ -560,26 +541,27 @@ class AsyncRegistry:
         if workers is not None and workers > 1 and why_not is not None:
             raise InvalidError(f"cannot sync in {workers} worker processes: {why_not}")
         loops = min(pool.default_workers() if workers is None else workers, len(names))
-        if loops < 2 or why_not is not None:
-            return await sync_all(
+        with reporting(progress, combined=True) as callback:
+            if loops < 2 or why_not is not None:
+                return await sync_all(
+                    self.metadata,
+                    self.blobs,
+                    names,
+                    policy=policy,
+                    concurrency=concurrency,
+                    progress=callback,
+                )
+            assert self.config is not None
+            return await pool.sync_in_workers(
                 self.metadata,
                 self.blobs,
+                self.config,
                 names,
+                workers=loops,
                 policy=policy,
                 concurrency=concurrency,
-                progress=progress,
+                progress=callback,
             )
-        assert self.config is not None
-        return await pool.sync_in_workers(
-            self.metadata,
-            self.blobs,
-            self.config,
-            names,
-            workers=loops,
-            policy=policy,
-            concurrency=concurrency,
-            progress=progress,
-        )
 
     # -- maintenance -------------------------------------------------------------------------
 

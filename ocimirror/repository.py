@@ -34,7 +34,10 @@ __all__ = ["AsyncRepository", "check_retain", "with_shortcuts"]
 
 
 def with_shortcuts(policy: SyncPolicy | None, **fields: bool | None) -> SyncPolicy | None:
-    """``policy`` (or the default one) with the fields given as keyword shortcuts set."""
+    """``policy`` (a SyncPolicy, or None for the default one) with the fields given as
+    keyword shortcuts set."""
+    if policy is not None and not isinstance(policy, SyncPolicy):
+        raise InvalidError(f"policy must be a SyncPolicy, got {type(policy).__name__}")
     given = {k: v for k, v in fields.items() if v is not None}
     if not given:
         return policy
@@ -438,17 +441,13 @@ class AsyncRepository:
         by default a notebook shows a progress bar (``progress=False``: none; ``True``: bars
         on stderr outside a notebook too).
         """
-        from ocimirror.progress import resolve
+        from ocimirror.progress import reporting
         from ocimirror.sync import sync_repository
 
         if remote is not None and not isinstance(remote, Remote | str):
             raise InvalidError(f"remote must be a Remote or its name, got {type(remote).__name__}")
-        if policy is not None and not isinstance(policy, SyncPolicy):
-            raise InvalidError(f"policy must be a SyncPolicy, got {type(policy).__name__}")
-
         policy = with_shortcuts(policy, mirror=mirror, allow_empty=allow_empty)
-        callback, bars = resolve(progress)
-        try:
+        with reporting(progress) as callback:
             result = await sync_repository(
                 self._metadata,
                 self._blobs,
@@ -458,9 +457,6 @@ class AsyncRepository:
                 progress=callback,
                 client=client,
             )
-        finally:
-            if bars is not None:
-                bars.close()
         await self.refresh()
         return result
 
