@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -51,13 +50,8 @@ class ContentSummary:
         lines += [f"{ct:20} {a:>8} {r:>8} {p:>8}" for ct, a, r, p in self._rows()]
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
-        head = "<tr><th></th><th>added</th><th>removed</th><th>present</th></tr>"
-        body = "".join(
-            f"<tr><td>{html.escape(ct)}</td><td>{a}</td><td>{r}</td><td>{p}</td></tr>"
-            for ct, a, r, p in self._rows()
-        )
-        return f"<table>{head}{body}</table>"
+    def _repr_html_(self, title: str | None = None) -> str:
+        return table(self._rows(), head=("", "added", "removed", "present"), title=title)
 
 
 @attrs.frozen(kw_only=True)
@@ -95,8 +89,7 @@ class RepositoryVersion:
         return f"{self.repository} version {self.number}\n{self.content_summary}"
 
     def _repr_html_(self) -> str:
-        title = html.escape(f"{self.repository} version {self.number}")
-        return f"<b>{title}</b>{self.content_summary._repr_html_()}"
+        return self.content_summary._repr_html_(f"{self.repository} version {self.number}")
 
 
 class VersionList(list[RepositoryVersion]):
@@ -226,8 +219,9 @@ class VersionDiff:
 
     def _repr_html_(self) -> str:
         title = f"{self.repository} version {self.base_version} -> {self.version}"
-        counts = table(self._count_rows(), head=["", "added", "removed"])
         if tags := self._tag_rows():
             head = ["", "tag", "old digest", "new digest"]
-            return table(tags, head=head, title=title) + counts
-        return f"<b>{html.escape(title)}</b>{counts}"
+            return table(tags, head=head, title=title) + table(
+                self._count_rows(), head=["", "added", "removed"]
+            )
+        return table(self._count_rows(), head=["", "added", "removed"], title=title)
