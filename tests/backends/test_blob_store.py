@@ -282,6 +282,22 @@ async def test_the_writer_reports_size_and_running_hash(blob_store: FsspecBlobSt
         assert await w.commit() == Digest.of(data)  # idempotent
 
 
+async def test_a_caller_reusing_its_buffer_does_not_change_what_was_written(
+    blob_store: FsspecBlobStore,
+) -> None:
+    # The writer keeps bytes objects as they came; a bytearray or memoryview is the caller's
+    # to change again, so its contents must be taken at write().
+    data = data_of(3 * MiB)
+    buffer = bytearray(MiB)
+    async with blob_store.writer(expected=Digest.of(data), size=len(data)) as w:
+        for pos in range(0, len(data), MiB):
+            buffer[:] = data[pos : pos + MiB]
+            await w.write(buffer if pos % (2 * MiB) else memoryview(buffer))
+        buffer[:] = bytes(MiB)
+        assert await w.commit() == Digest.of(data)
+    assert await blob_store.read(Digest.of(data)) == data
+
+
 async def test_a_corrupt_stored_blob_is_detected_by_read(blob_store: FsspecBlobStore) -> None:
     digest = await blob_store.put(b"original")
     await asyncio.to_thread(blob_store.fs.pipe_file, blob_key(blob_store, digest), b"tampered")

@@ -302,7 +302,7 @@ class _MultipartUpload:
     def parts(self) -> int:
         return len(self._parts)
 
-    async def add(self, data: bytearray) -> None:
+    async def add(self, data: bytes) -> None:
         number = len(self._parts) + 1
         sent = await self._store._call("upload_part", PartNumber=number, Body=data, **self._where)
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
@@ -324,7 +324,7 @@ class S3BlobWriter(BufferedBlobWriter[S3BlobStore]):
 
     _upload: _MultipartUpload | None = None
 
-    async def _flush(self, buf: bytearray) -> None:
+    async def _flush(self, chunks: list[bytes]) -> None:
         if self._upload is None:
             # Straight to the blob's key when its digest is known, else staged: the key is
             # unknown until the end.
@@ -335,18 +335,18 @@ class S3BlobWriter(BufferedBlobWriter[S3BlobStore]):
                 else f"{store._uploads}/{uuid.uuid4().hex}"
             )
             self._upload = await _MultipartUpload.start(store, path)
-        await self._upload.add(buf)
+        await self._upload.add(b"".join(chunks))
         if self._upload.parts % _PARTS_PER_STEP == 0:
             self._flush_size += self._store.part_size
 
-    async def _publish(self, digest: Digest, buf: bytearray) -> bool:
+    async def _publish(self, digest: Digest, chunks: list[bytes]) -> bool:
         store, final = self._store, self._store._blob_path(digest)
         upload = self._upload
         if upload is None:
-            await store._call("put_object", Body=buf, **_where(final))
+            await store._call("put_object", Body=b"".join(chunks), **_where(final))
             return True
-        if buf:
-            await upload.add(buf)
+        if chunks:
+            await upload.add(b"".join(chunks))
         await upload.complete()
         self._upload = None
         if upload.path != final:

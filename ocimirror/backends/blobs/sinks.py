@@ -16,7 +16,7 @@ from fsspec.spec import AbstractBufferedFile
 
 
 class _Sink(Protocol):
-    def write(self, data: bytearray) -> None: ...
+    def write(self, chunks: list[bytes]) -> None: ...
 
     def publish(self, final: str) -> bool: ...
 
@@ -44,8 +44,8 @@ class _LocalSink:
         # the descriptor quietly at least.
         weakref.finalize(self, self._f.close)
 
-    def write(self, data: bytearray) -> None:
-        self._f.write(data)
+    def write(self, chunks: list[bytes]) -> None:
+        self._f.writelines(chunks)
 
     def publish(self, final: str) -> bool:
         self._f.flush()
@@ -96,8 +96,9 @@ class _FsspecSink:
             else None
         )
 
-    def write(self, data: bytearray) -> None:
-        self._f.write(data)
+    def write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._f.write(chunk)
 
     def _exists(self, path: str) -> bool:
         self._fs.invalidate_cache(path)

@@ -53,6 +53,28 @@ async def hash_into(hasher: Hasher, data: bytes | bytearray | memoryview) -> Non
         hasher.update(data)
 
 
+def _feed(hasher: Hasher, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
+
+
+async def _hash_chunks(hasher: Hasher, chunks: list[bytes]) -> None:
+    """Feed ``chunks`` to ``hasher``, in a worker thread when they add up to much."""
+    if sum(map(len, chunks)) >= _THREAD_HASH_SIZE:
+        await asyncio.to_thread(_feed, hasher, chunks)
+    else:
+        _feed(hasher, chunks)
+
+
+async def _both(first: Coroutine[Any, Any, None], second: Coroutine[Any, Any, None]) -> None:
+    """Run two operations at once and wait for both, even when one fails (a worker thread
+    cannot be stopped, so neither may outlive this call); then raise the first error."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+    await asyncio.wait(tasks)
+    for task in tasks:
+        task.result()
+
+
 def in_thread(fetch: Callable[[int, int], bytes]) -> Fetch:
     """A blocking fetch, run in a worker thread."""
 
@@ -109,11 +131,12 @@ class _Offloader:
 class BufferedBlobWriter(ABC, Generic[_S]):
     """A :class:`BlobWriter` that buffers, hashes and verifies; a store's subclass moves bytes.
 
-    Bytes are buffered until ``flush_size``, then hashed and handed to :meth:`_flush`; the commit
-    hashes the rest, verifies size and digest, and only then calls :meth:`_publish` with the last
-    bytes. Each of them runs as one operation that a cancellation does not interrupt (see
-    :class:`_Offloader`). One task at a time may use a writer; get one from the store's
-    ``writer()``.
+    Bytes are buffered until ``flush_size`` (as the chunks they came in: no copy into one growing
+    buffer), then hashed and handed to :meth:`_flush` at the same time: the hash runs in a worker
+    thread while the store moves the bytes. The commit hashes the rest, verifies size and
+    digest, and only then calls :meth:`_publish` with the last bytes. Each of them runs as one
+    operation that a cancellation does not interrupt (see :class:`_Offloader`). One task at a
+    time may use a writer; get one from the store's ``writer()``.
     """
 
     def __init__(
@@ -132,8 +155,9 @@ class BufferedBlobWriter(ABC, Generic[_S]):
         self._announced = size
         self._hasher = Hasher(expected.algorithm if expected is not None else algorithm)
         self._flush_size = flush_size
-        self._buf = bytearray()
-        self._hashed = 0  # how much of _buf the hasher has seen
+        self._chunks: list[bytes] = []
+        self._buffered = 0  # bytes in _chunks
+        self._hashed = 0  # how many of _chunks the hasher has seen
         self._size = 0
         self._state = "open"  # open -> committed | aborted | failed
         self._digest: Digest | None = None
@@ -145,11 +169,12 @@ class BufferedBlobWriter(ABC, Generic[_S]):
     # -- what a store's writer does
 
     @abstractmethod
-    async def _flush(self, buf: bytearray) -> None:
-        """Send a full buffer (already hashed) on its way; nothing becomes visible yet."""
+    async def _flush(self, chunks: list[bytes]) -> None:
+        """Send a full buffer's chunks on their way (they are being hashed meanwhile: read
+        them, never change them); nothing becomes visible yet."""
 
     @abstractmethod
-    async def _publish(self, digest: Digest, buf: bytearray) -> bool:
+    async def _publish(self, digest: Digest, chunks: list[bytes]) -> bool:
         """Send the last bytes and make the verified blob visible at ``digest``; ``False`` if
         it was stored already and this copy was discarded."""
 
@@ -169,9 +194,8 @@ class BufferedBlobWriter(ABC, Generic[_S]):
         """The running hash of the bytes written so far (read it, don't feed it)."""
         if self._offload.busy:
             raise RuntimeError("the hasher is not available while a write is in flight")
-        if self._hashed < len(self._buf):
-            self._hasher.update(memoryview(self._buf)[self._hashed :])
-            self._hashed = len(self._buf)
+        _feed(self._hasher, self._chunks[self._hashed :])
+        self._hashed = len(self._chunks)
         return self._hasher
 
     @property
@@ -196,24 +220,25 @@ class BufferedBlobWriter(ABC, Generic[_S]):
                 f"blob is longer than the announced {self._announced} bytes",
                 detail={"announced": self._announced, "received": self._size + n},
             )
-        self._buf += data
+        # bytes are kept as they are; anything else is copied, as its owner may change it.
+        self._chunks.append(data if isinstance(data, bytes) else bytes(data))
+        self._buffered += n
         self._size += n
-        if len(self._buf) >= self._flush_size:
-            buf, start = self._take_buffer()
+        if self._buffered >= self._flush_size:
+            chunks, start = self._take_buffer()
             try:
-                await self._offload.run(self._hash_and_flush(buf, start))
+                await self._offload.run(self._hash_and_flush(chunks, start))
             except BaseException:
                 self._state = "failed"
                 raise
 
-    def _take_buffer(self) -> tuple[bytearray, int]:
-        buf, start = self._buf, self._hashed
-        self._buf, self._hashed = bytearray(), 0
-        return buf, start
+    def _take_buffer(self) -> tuple[list[bytes], int]:
+        chunks, start = self._chunks, self._hashed
+        self._chunks, self._buffered, self._hashed = [], 0, 0
+        return chunks, start
 
-    async def _hash_and_flush(self, buf: bytearray, start: int) -> None:
-        await hash_into(self._hasher, memoryview(buf)[start:])
-        await self._flush(buf)
+    async def _hash_and_flush(self, chunks: list[bytes], start: int) -> None:
+        await _both(_hash_chunks(self._hasher, chunks[start:]), self._flush(chunks))
 
     async def commit(self) -> Digest:
         """Verify size and digest, publish atomically, and return the digest.
@@ -226,9 +251,9 @@ class BufferedBlobWriter(ABC, Generic[_S]):
             return self._digest
         if self._state != "open":
             raise RuntimeError(f"cannot commit a {self._state} blob writer")
-        buf, start = self._take_buffer()
+        chunks, start = self._take_buffer()
         try:
-            digest, stored = await self._offload.run(self._verify_and_publish(buf, start))
+            digest, stored = await self._offload.run(self._verify_and_publish(chunks, start))
         except IntegrityError:
             self._state = "aborted"
             raise
@@ -246,8 +271,10 @@ class BufferedBlobWriter(ABC, Generic[_S]):
         )
         return digest
 
-    async def _verify_and_publish(self, buf: bytearray, start: int) -> tuple[Digest, bool]:
-        await hash_into(self._hasher, memoryview(buf)[start:])
+    async def _verify_and_publish(
+        self, chunks: list[bytes], start: int
+    ) -> tuple[Digest, bool]:
+        await _hash_chunks(self._hasher, chunks[start:])
         digest = self._hasher.digest()
         problem: IntegrityError | None = None
         if self._announced is not None and self._size != self._announced:
@@ -263,7 +290,7 @@ class BufferedBlobWriter(ABC, Generic[_S]):
         if problem is not None:
             await self._discard()
             raise problem
-        return digest, await self._publish(digest, buf)
+        return digest, await self._publish(digest, chunks)
 
     async def abort(self) -> None:
         """Discard everything written; idempotent, and a no-op after a commit.
@@ -276,7 +303,7 @@ class BufferedBlobWriter(ABC, Generic[_S]):
             return
         if self._state == "open":
             self._state = "aborted"
-        self._buf = bytearray()
+        self._take_buffer()
         try:
             await asyncio.shield(self._discard())
         except Exception:
@@ -311,25 +338,25 @@ class FsspecBlobWriter(BufferedBlobWriter[_Host]):
 
     _sink: _Sink | None = None
 
-    async def _flush(self, buf: bytearray) -> None:
-        await asyncio.to_thread(self._write_sync, buf)
+    async def _flush(self, chunks: list[bytes]) -> None:
+        await asyncio.to_thread(self._write_sync, chunks)
 
-    def _write_sync(self, buf: bytearray) -> None:
+    def _write_sync(self, chunks: list[bytes]) -> None:
         if self._sink is None:
             self._sink = self._store._open_sink(self._expected)
-        self._sink.write(buf)
+        self._sink.write(chunks)
 
-    async def _publish(self, digest: Digest, buf: bytearray) -> bool:
-        return await asyncio.to_thread(self._publish_sync, digest, buf)
+    async def _publish(self, digest: Digest, chunks: list[bytes]) -> bool:
+        return await asyncio.to_thread(self._publish_sync, digest, chunks)
 
-    def _publish_sync(self, digest: Digest, buf: bytearray) -> bool:
+    def _publish_sync(self, digest: Digest, chunks: list[bytes]) -> bool:
         if self._sink is None:
             # Nothing reached storage yet: skip the write entirely if the blob is there.
             if self._store._exists_sync(digest):
                 return False
             self._sink = self._store._open_sink(digest)
-        if buf:
-            self._sink.write(buf)
+        if chunks:
+            self._sink.write(chunks)
         stored = self._sink.publish(self._store._blob_path(digest))
         self._sink = None
         return stored
