@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Protocol
 
 import attrs
@@ -45,7 +44,6 @@ from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import (
     EmptyMirror,
     IncompleteContent,
-    LeaseLost,
     ManifestBlobUnknown,
     ManifestChildUnknown,
     ManifestNotFound,
@@ -337,12 +335,10 @@ class Ingest:
 
         repo = await self.metadata.get_repository(repository)
         if not mirror and not batch.manifests and (not mark_mirror or repo.mirror):
+            # Nothing to publish: no lease to check either (an answer of "unchanged" holds
+            # whoever holds the lease by now).
             unchanged = await self._unchanged(repository, complete, keep, signatures)
             if unchanged is not None:
-                if lease is not None and not await self.metadata.renew_lease(
-                    repository, holder=lease.holder, ttl=_remaining(lease)
-                ):
-                    raise LeaseLost(f"{repository!r}: the sync lost its lease; nothing published")
                 return Published(
                     version=unchanged,
                     created=False,
@@ -398,11 +394,6 @@ class Ingest:
             if not await meta.has_content(repository, latest.number, "container.signature", digest):
                 return None
         return latest
-
-
-def _remaining(lease: Lease) -> float:
-    # Renewing to check a lease must not shorten it; the sync's own renewer sets the length.
-    return max(1.0, (lease.expires - datetime.now(UTC)).total_seconds())
 
 
 async def _add_closures(
