@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.add_argument("--remote", help="the remote a sync uses by default")
     p.add_argument("--retain-repo-versions", type=_positive_int)
-    verb(rs, "list", repository_list, "list repositories")
+    verb(rs, "list", repository_list, "list repositories").set_defaults(lists_all=True)
     for name, handler in (("show", repository_show), ("destroy", repository_destroy)):
         verb(rs, name, handler, f"{name} a repository").add_argument("--name", required=True)
     p = verb(rs, "update", repository_update, "change a repository")
@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="a PEM public key: cosign signatures must verify against one of these "
             "(repeatable; on update replaces the list, '' clears it)",
         )
-    verb(ms, "list", remote_list, "list remotes")
+    verb(ms, "list", remote_list, "list remotes").set_defaults(lists_all=True)
     for name, handler in (("show", remote_show), ("destroy", remote_destroy)):
         verb(ms, name, handler, f"{name} a remote").add_argument("--name", required=True)
 
@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None)
         p.add_argument("--description")
-    verb(ds, "list", distribution_list, "list distributions")
+    verb(ds, "list", distribution_list, "list distributions").set_defaults(lists_all=True)
     for name, handler in (("show", distribution_show), ("destroy", distribution_destroy)):
         verb(ds, name, handler, f"{name} a distribution").add_argument("--name", required=True)
     from ocimirror.cli_pullthrough import add_pull_through_verbs
@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(us, "revoke", user_revoke, "take back a user's grant on a pattern")
     p.add_argument("--username", required=True)
     p.add_argument("--base-path", required=True, metavar="PATTERN")
-    verb(us, "list", user_list, "list users")
+    verb(us, "list", user_list, "list users").set_defaults(lists_all=True)
     for name, handler in (("show", user_show), ("destroy", user_destroy)):
         verb(us, name, handler, f"{name} a user").add_argument("--username", required=True)
 
@@ -667,6 +667,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_to_list(args: argparse.Namespace) -> bool:
+    """A listing of everything of a kind on a home where nothing was ever stored: there is
+    nothing to list, and a read creates no database (nor pays for the database layer)."""
+    if not getattr(args, "lists_all", False):
+        return False
+    from ocimirror.config import Config
+
+    config = Config.resolve(
+        home=args.home, database_url=args.database_url, storage_url=args.storage_url
+    )
+    return config.unused
+
+
+def _run_in_loop(args: argparse.Namespace) -> Any:
+    import asyncio
+
+    return asyncio.run(_run(args))
+
+
 async def _run(args: argparse.Namespace) -> Any:
     from ocimirror.registry import AsyncRegistry
 
@@ -698,7 +717,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "private", None) is None and args.group == "distribution":
         args.private = False if args.verb == "create" else None
-    import asyncio
     import logging
 
     logging.basicConfig(
@@ -714,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.group == "serve":
             return _serve(args)
-        result = asyncio.run(_run(args))
+        result = [] if _nothing_to_list(args) else _run_in_loop(args)
     except UsageError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

@@ -111,7 +111,7 @@ def add_pull_through_verbs(
         p.add_argument("--password")
         p.add_argument("--tls-validation", action=argparse.BooleanOptionalAction, default=None)
         p.add_argument("--proxy-url")
-    verb(rs, "list", remote_list, "list pull-through remotes")
+    verb(rs, "list", remote_list, "list pull-through remotes").set_defaults(lists_all=True)
     for name, handler in (("show", remote_show), ("destroy", remote_destroy)):
         verb(rs, name, handler, f"{name} a pull-through remote").add_argument(
             "--name", required=True
@@ -134,7 +134,9 @@ def add_pull_through_verbs(
         )
         p.add_argument("--max-size", type=int, metavar="BYTES", help="evict beyond this")
         p.add_argument("--max-age", type=float, metavar="SECONDS", help="evict tags older")
-    verb(ds, "list", distribution_list, "list pull-through distributions")
+    verb(ds, "list", distribution_list, "list pull-through distributions").set_defaults(
+        lists_all=True
+    )
     for name, handler in (("show", distribution_show), ("destroy", distribution_destroy)):
         verb(ds, name, handler, f"{name} a pull-through distribution").add_argument(
             "--name", required=True

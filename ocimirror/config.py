@@ -63,11 +63,21 @@ class Config:
         """Whether the metadata lives in a SQLite file inside the home directory."""
         return self.database_url.startswith("sqlite")
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file the metadata lives in, or None when it is not a file."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return None
+
+    @property
+    def unused(self) -> bool:
+        """Whether nothing was ever stored: the metadata's SQLite file does not exist yet."""
+        return self.sqlite_file is not None and not self.sqlite_file.exists()
+
     def prepare(self) -> None:
         """Create the home directory (and the SQLite file's directory) when they are local."""
-        if self.database_url.startswith("sqlite:///"):
-            Path(self.database_url.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
+        if self.sqlite_file is not None:
+            self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         if self.storage_url.startswith("file://"):
             self.home.mkdir(parents=True, exist_ok=True)

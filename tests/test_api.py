@@ -30,6 +30,20 @@ def test_the_embedded_default_lives_in_the_home_directory(tmp_path: Path) -> Non
     assert config.embedded
 
 
+def test_a_home_is_unused_until_its_sqlite_file_exists(tmp_path: Path) -> None:
+    """What lets a listing answer ``[]`` without opening anything: only a missing SQLite file
+    means nothing was ever stored; a server database or an in-memory one may hold anything."""
+    config = Config.resolve(environ={"OCIMIRROR_HOME": str(tmp_path / "home")})
+    assert config.unused
+    config.prepare()
+    assert config.unused  # a directory is not a database
+    assert config.sqlite_file is not None
+    config.sqlite_file.touch()
+    assert not config.unused
+    for url in ("postgresql://u@db/x", "sqlite://", "sqlite+aiosqlite:///x.db"):
+        assert not Config.resolve(database_url=url, environ={}).unused, url
+
+
 def test_urls_from_the_environment_override_the_home(tmp_path: Path) -> None:
     config = Config.resolve(
         environ={

@@ -131,11 +131,45 @@ def test_help_and_version_load_no_io_library(argv: list[str]) -> None:
 
 
 def test_listing_repositories_loads_no_upstream_client_and_no_server(tmp_path: Path) -> None:
-    """``repository list`` in a new home opens SQLite and files, and nothing for syncs."""
-    status, printed, modules = run_cli("--home", str(tmp_path / "home"), "repository", "list")
-    assert status == 0 and json.loads(printed) == []
+    """``repository list`` in a home that has a database opens SQLite and files, and nothing
+    for syncs."""
+    home = str(tmp_path / "home")
+    status, _, _ = run_cli("--home", home, "repository", "create", "--name", "a")
+    assert status == 0
+    status, printed, modules = run_cli("--home", home, "repository", "list")
+    assert status == 0 and [r["name"] for r in json.loads(printed)] == ["a"]
     assert "sqlalchemy" in modules  # the check below looks at a real run
     assert loaded(modules, NOT_FOR_A_LISTING, NOT_FOR_A_LISTING_PREFIXES) == []
+
+
+LISTINGS = [
+    ["repository", "list"],
+    ["remote", "list"],
+    ["distribution", "list"],
+    ["user", "list"],
+    ["remote", "pull-through", "list"],
+    ["distribution", "pull-through", "list"],
+]
+
+
+@pytest.mark.parametrize("argv", LISTINGS, ids=" ".join)
+def test_a_listing_in_a_home_where_nothing_was_stored_opens_nothing(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """No database yet: nothing to list. The answer is ``[]``, as from an empty database,
+    without loading the database layer, and the read creates no home."""
+    home = tmp_path / "home"
+    status, printed, modules = run_cli("--home", str(home), *argv)
+    assert status == 0 and json.loads(printed) == []
+    assert loaded(modules, HEAVY, HEAVY_OCIMIRROR) == []
+    assert not home.exists()
+    # The same listing once something was stored answers from the database.
+    assert run_cli("--home", str(home), "remote", "create", "--name", "r",
+                   "--url", "https://registry.example", "--upstream-name", "x")[0] == 0  # fmt: skip
+    status, printed, modules = run_cli("--home", str(home), *argv)
+    assert status == 0 and "sqlalchemy" in modules
+    names = [item["name"] for item in json.loads(printed)]
+    assert names == (["r"] if argv == ["remote", "list"] else [])
 
 
 def test_importing_the_package_loads_nothing_heavy() -> None:

@@ -271,9 +271,7 @@ class BufferedBlobWriter(ABC, Generic[_S]):
         )
         return digest
 
-    async def _verify_and_publish(
-        self, chunks: list[bytes], start: int
-    ) -> tuple[Digest, bool]:
+    async def _verify_and_publish(self, chunks: list[bytes], start: int) -> tuple[Digest, bool]:
         await _hash_chunks(self._hasher, chunks[start:])
         digest = self._hasher.digest()
         problem: IntegrityError | None = None
