@@ -18,7 +18,7 @@ says which tags were dropped and why.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 import attrs
@@ -262,7 +262,7 @@ class Ingest:
         mirror: bool = False,
         failed_tags: Mapping[str, str] | None = None,
         reasons: Mapping[str, str] | None = None,
-        lease: Lease | None = None,
+        lease: Callable[[], Awaitable[Lease]] | None = None,
         mark_mirror: bool = False,
         partial: bool = True,
         signatures: Mapping[str, str] | None = None,
@@ -282,7 +282,9 @@ class Ingest:
                 dropped.
             reasons: Why a digest could not be fetched (digest -> reason), used to say why a
                 tag pointing at it was dropped.
-            lease: Publish only while this lease is held (LeaseLost otherwise).
+            lease: How to get the lease to publish under, asked for just before anything
+                is written (a publish that changes nothing never asks); the version is
+                written only while it is held (LeaseLost otherwise).
             mark_mirror: Mark the repository as a mirror, in the version's transaction.
             partial: Publish the complete tags when some are not; with ``False`` anything
                 incomplete raises IncompleteContent and nothing is published.
@@ -301,6 +303,12 @@ class Ingest:
         # leaves that content in the latest version, where no orphan cleanup reaches it.
         touches_only = not (batch.blobs or batch.manifests or batch.signatures)
         recording = bool(batch) and not touches_only
+
+        async def held() -> Lease | None:
+            return None if lease is None else await lease()
+
+        if recording:
+            await held()
         rejected = await self.metadata.record_content(batch) if recording else {}
         roots = list(dict.fromkeys([*tags.values(), *untagged]))
         recorded = await self.metadata.existing_manifests(roots) if roots else set()
@@ -347,9 +355,10 @@ class Ingest:
                     dropped=tuple(dropped),
                     rejected=rejected,
                 )
+        fence = await held()
         if batch and touches_only:
             rejected = await self.metadata.record_content(batch)
-        async with self.metadata.new_version(repository, lease=lease) as builder:
+        async with self.metadata.new_version(repository, lease=fence) as builder:
             if mark_mirror:
                 await builder.set_mirror(True)
             if mirror:

@@ -2,9 +2,11 @@
 
 The plan of one sync:
 
-1. Take the repository's lease (a row in the database, so two processes never sync the same
-   repository at once; a second sync fails clearly with RepositoryBusy).
-2. List the upstream tags and keep those the remote's include/exclude patterns select.
+1. List the upstream tags and keep those the remote's include/exclude patterns select.
+2. Before downloading or writing anything, take the repository's lease (a row in the
+   database, so two processes never sync the same repository at once; a second sync fails
+   clearly with RepositoryBusy). A re-sync that finds everything as it was takes none: it
+   writes nothing at all (:mod:`ocimirror.leases`).
 3. Resolve each tag the repository already has with HEAD (cheap, and not counted against
    Docker Hub's pull limit): a manifest whose digest is already stored is not downloaded
    again. A tag the repository does not have yet is fetched with one GET instead of
@@ -31,12 +33,8 @@ blobs already stored are reused by the rerun.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -47,8 +45,6 @@ from ocimirror.attached import Attachments, companion_tags
 from ocimirror.backends.blobs import BlobLocalPath, BlobStore
 from ocimirror.backends.metadata import (
     ContentBatch,
-    Lease,
-    LeaseStore,
     RemoteStore,
     RepositoryRecord,
 )
@@ -58,6 +54,7 @@ from ocimirror.core.manifest import ImageManifest, Manifest, parse_manifest
 from ocimirror.core.mediatype import MediaType
 from ocimirror.errors import EmptyMirror, InvalidError, LeaseLost, OcimirrorError
 from ocimirror.ingest import Ingest, IngestStore, Published, manifest_entry
+from ocimirror.leases import SyncLease
 from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.upstream import FetchedManifest, RegistryClient, SharedConnections, redact_text
 from ocimirror.versions import RepositoryVersion
@@ -65,9 +62,6 @@ from ocimirror.versions import RepositoryVersion
 __all__ = ["SyncProgress", "SyncResult", "SyncStore", "sync_all", "sync_repository"]
 
 log = logging.getLogger("ocimirror.sync")
-
-#: How long a sync's lease lasts without renewal; it is renewed at a third of that.
-LEASE_TTL = 90.0
 
 
 @attrs.define
@@ -209,7 +203,7 @@ class _Job:
         limit: asyncio.Semaphore,
         progress: Callable[[SyncProgress], None] | None,
         inflight_blobs: dict[str, asyncio.Future[None]],
-        lease: Lease | None = None,
+        lease: SyncLease,
         capabilities: dict[tuple[str, str], bool] | None = None,
     ) -> None:
         self.ingest = ingest
@@ -504,6 +498,8 @@ class _Job:
             for digest, _ in roots:
                 self.reasons.setdefault(str(digest), _describe(exc))
             return
+        if any(str(d) not in stored for d, _ in roots):
+            await self.lease.take()  # something to download: RepositoryBusy if another has it
 
         async def one(digest: Digest, media_type: str | None) -> None:
             try:
@@ -519,6 +515,9 @@ class _Job:
 
     async def run(self) -> tuple[Published, list[dict[str, str]], int]:
         if self.only is not None:
+            # A fill is asked for because something is missing: while another process syncs
+            # the repository, wait for it (RepositoryBusy) before asking the upstream anything.
+            await self.lease.take()
             # Named tags and digests only (a pull-through fill): no listing, no companions.
             companions: dict[str, tuple[Digest, str]] = {}
             selected = sorted(r for r in self.only if ":" not in r)
@@ -572,7 +571,7 @@ class _Job:
             mirror=self.policy.mirror,
             failed_tags=self.failed_tags,
             reasons=self.reasons,
-            lease=self.lease,
+            lease=self.lease.take,
             mark_mirror=not self.repository.mirror,
             signatures=attached.signatures,
             allow_empty=self.policy.allow_empty,
@@ -596,46 +595,8 @@ class _Job:
         )
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _is_stale(holder: str) -> bool:
-    """Whether a lease holder is a process on this host that no longer runs."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 class SyncStore(IngestStore, RemoteStore, Protocol):
     """What a sync needs of the metadata store: content, versions, leases and remotes."""
-
-
-async def _renew(
-    metadata: LeaseStore, lease: Lease, job: asyncio.Task[Any], lost: asyncio.Event
-) -> None:
-    """Keep the lease; if it is lost, stop the job (it could not publish anyway)."""
-    while True:
-        await asyncio.sleep(LEASE_TTL / 3)
-        try:
-            held = await metadata.renew_lease(lease.repository, holder=lease.holder, ttl=LEASE_TTL)
-        except (OcimirrorError, OSError) as exc:
-            # The database is unreachable for now: keep trying while the lease may still run.
-            log.warning("%s: renewing the sync lease failed: %s", lease.repository, _describe(exc))
-            continue
-        if not held:
-            log.error("%s: lost the sync lease; stopping without publishing", lease.repository)
-            lost.set()
-            job.cancel()
-            return
 
 
 async def sync_repository(
@@ -671,9 +632,7 @@ async def sync_repository(
     if isinstance(remote, str):
         remote = Remote.from_json((await metadata.get_remote(remote)).fields)
     policy = policy.with_remote(remote)
-    lease = await metadata.acquire_lease(
-        repository, holder=_holder(), purpose="sync", ttl=LEASE_TTL, is_stale=_is_stale
-    )
+    lease = SyncLease(metadata, repository)
     own_client = client is None
     if client is None:
         client = connections.client(remote) if connections else RegistryClient.from_remote(remote)
@@ -691,25 +650,21 @@ async def sync_repository(
     )
     job.only = None if only is None else list(only)
     running = asyncio.ensure_future(job.run())
-    lost = asyncio.Event()
-    renewer = asyncio.ensure_future(_renew(metadata, lease, running, lost))
+    lease.job = running
     try:
         published, skipped, tags = await running
     except asyncio.CancelledError:
-        if lost.is_set():
+        if lease.lost:
             raise LeaseLost(
                 f"repository {repository!r}: the sync lost its lease to another process; "
                 "nothing was published"
             ) from None
         raise
     finally:
-        renewer.cancel()
         running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewer
         if own_client:
             await client.aclose()
-        await metadata.release_lease(repository, holder=lease.holder)
+        await lease.release()
     p = job.progress
     p.phase = "done"
     job._tick()

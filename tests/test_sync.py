@@ -249,6 +249,32 @@ def test_a_second_sync_of_the_same_repository_fails_clearly(
     assert repo.sync().ok
 
 
+def test_a_resync_that_changes_nothing_takes_no_lease(
+    registry: ocimirror.Registry, upstream: dict[str, Any]
+) -> None:
+    """A re-sync that finds the upstream as it was writes nothing, not even its lease, so it
+    runs while another sync holds the repository; one with something to bring is refused
+    before it downloads anything."""
+    repo = make(registry, upstream, include_tags=["v1"])
+    assert repo.sync().created
+    meta = registry.aio.metadata
+    registry._portal.call(
+        meta.acquire_lease("mirror", holder="someone-else", purpose="sync", ttl=60)
+    )
+    try:
+        again = repo.sync()
+        assert again.ok and not again.created and again.version.number == 1
+        assert again.blobs_downloaded == again.manifests_downloaded == 0
+        registry.update_remote("up", include_tags=["v1", "v2"])
+        with pytest.raises(RepositoryBusy, match="someone-else"):
+            repo.sync()
+        assert repo.latest_version().number == 1
+    finally:
+        registry._portal.call(meta.release_lease("mirror", holder="someone-else"))
+    assert repo.sync().created
+    assert set(repo.tags()) == {"v1", "v2"}
+
+
 def test_sync_all_runs_every_repository_and_reports_failures(
     registry: ocimirror.Registry, upstream: dict[str, Any]
 ) -> None:
