@@ -8,7 +8,7 @@ export OCIMIRROR_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 # System packages the tests drive as real peers.
 APT_PACKAGES := skopeo docker-registry gnupg postgresql-client docker.io podman busybox-static
 
-.PHONY: help install system-deps services test lint demo clean
+.PHONY: help install bytecode system-deps services test lint demo clean
 
 help:
 	@echo "make test   - install everything needed and run the whole suite"
@@ -23,6 +23,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Byte-code for the package, as an installed wheel has it (an editable install under
+# PYTHONDONTWRITEBYTECODE would compile every module in every process the tests start).
+bytecode: install
+	$(PY) -m compileall -q ocimirror > /dev/null
+
 system-deps:
 	@bash scripts/system-deps.sh $(APT_PACKAGES)
 
@@ -34,10 +39,10 @@ lint: install
 	$(VENV)/bin/ruff format --check ocimirror tests examples benchmarks
 	$(VENV)/bin/mypy
 
-test: install system-deps services lint
+test: install bytecode system-deps services lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-demo: install
+demo: install bytecode
 	$(PY) examples/demo.py
 
 clean:

@@ -54,7 +54,7 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests")]  # the other benchmarks' helpers
 
 import httpx  # noqa: E402
 from serve_vs_registry import SessionCPU, parse_wrk, run_group, serve_ocimirror  # noqa: E402
-from sync_vs_skopeo import command_line, log, print_table, start_deadline  # noqa: E402
+from sync_vs_skopeo import command_line, compile_package, log, print_table, start_deadline  # noqa: E402
 
 import ocimirror  # noqa: E402
 from ocimirror.testing import random_image, write_layout  # noqa: E402
@@ -309,6 +309,7 @@ def main() -> int:
         "--timeout", type=float, default=1800.0, help="stop everything after this many seconds"
     )
     args = parser.parse_args()
+    compile_package()
     if args.quick:
         args.duration = 3
     if args.pairs < 1 or args.duration < 1:

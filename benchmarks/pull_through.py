@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import httpx  # noqa: E402
 from fixtures.registry import run_registry  # noqa: E402
 from serve_vs_registry import serve_ocimirror  # noqa: E402
-from sync_vs_skopeo import command_line, corpus_plan, log, print_table, push_corpus  # noqa: E402
+from sync_vs_skopeo import command_line, compile_package, corpus_plan, log, print_table, push_corpus  # noqa: E402
 
 import ocimirror  # noqa: E402
 
@@ -174,6 +174,7 @@ def main() -> int:
         help="the asyncio puller, or one skopeo copy to dir: per image",
     )
     args = parser.parse_args()
+    compile_package()
     global CLIENT
     CLIENT = args.client
 

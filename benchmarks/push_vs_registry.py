@@ -74,6 +74,7 @@ from sync_vs_skopeo import (  # noqa: E402
     ProcessCPU,
     clean_env,
     command_line,
+    compile_package,
     corpus_plan,
     log,
     print_table,
@@ -495,6 +496,7 @@ def main() -> int:
         "--timeout", type=float, default=7200.0, help="stop everything after this many seconds"
     )
     args = parser.parse_args()
+    compile_package()
     if args.quick:
         args.images, args.repos = 100, 10
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]

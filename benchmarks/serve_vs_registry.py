@@ -69,6 +69,7 @@ from sync_vs_skopeo import (  # noqa: E402
     check_results,
     clean_env,
     command_line,
+    compile_package,
     corpus_plan,
     log,
     print_table,
@@ -693,6 +694,7 @@ def main() -> int:
         "--timeout", type=float, default=1800.0, help="stop everything after this many seconds"
     )
     args = parser.parse_args()
+    compile_package()
     if args.quick:
         args.images, args.repos = 120, 8
         args.duration = 3

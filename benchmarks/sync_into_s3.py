@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fixtures.postgres import POSTGRES_URL, _admin  # noqa: E402
 from fixtures.registry import Registry, run_registry  # noqa: E402
 from fixtures.s3 import S3Server, _empty_bucket, s3_server  # noqa: E402
-from sync_vs_skopeo import command_line, log, print_table, start_deadline  # noqa: E402
+from sync_vs_skopeo import command_line, compile_package, log, print_table, start_deadline  # noqa: E402
 
 import ocimirror  # noqa: E402
 from ocimirror.backends.blobs import open_blob_store  # noqa: E402
@@ -327,6 +327,7 @@ def main() -> int:
         "--timeout", type=float, default=1800.0, help="stop everything after this many seconds"
     )
     args = parser.parse_args()
+    compile_package()
     if args.images < args.repos or args.repos < 1 or args.repeat < 1:
         parser.error("--images must be >= --repos >= 1, and --repeat >= 1")
 
