@@ -37,7 +37,7 @@ from ocimirror.backends.blobs.base import (
     expiry_seconds,
     not_found,
 )
-from ocimirror.backends.blobs.streams import BufferedBlobWriter, Close, Fetch
+from ocimirror.backends.blobs.streams import BufferedBlobWriter, Chunks, Close, Fetch
 from ocimirror.core.digest import Digest
 
 __all__ = ["S3_PROTOCOLS", "S3BlobStore", "S3BlobWriter", "abort_multipart_uploads"]
@@ -324,7 +324,7 @@ class S3BlobWriter(BufferedBlobWriter[S3BlobStore]):
 
     _upload: _MultipartUpload | None = None
 
-    async def _flush(self, chunks: list[bytes]) -> None:
+    async def _flush(self, chunks: Chunks) -> None:
         if self._upload is None:
             # Straight to the blob's key when its digest is known, else staged: the key is
             # unknown until the end.
@@ -339,7 +339,7 @@ class S3BlobWriter(BufferedBlobWriter[S3BlobStore]):
         if self._upload.parts % _PARTS_PER_STEP == 0:
             self._flush_size += self._store.part_size
 
-    async def _publish(self, digest: Digest, chunks: list[bytes]) -> bool:
+    async def _publish(self, digest: Digest, chunks: Chunks) -> bool:
         store, final = self._store, self._store._blob_path(digest)
         upload = self._upload
         if upload is None:

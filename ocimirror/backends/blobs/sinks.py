@@ -14,9 +14,13 @@ from typing import Any, Protocol
 
 from fsspec.spec import AbstractBufferedFile
 
+#: What a writer hands its store: the buffered pieces of a blob, in order (see
+#: :class:`~ocimirror.backends.blobs.streams.BufferedBlobWriter`).
+Chunks = list[bytes | bytearray]
+
 
 class _Sink(Protocol):
-    def write(self, chunks: list[bytes]) -> None: ...
+    def write(self, chunks: Chunks) -> None: ...
 
     def publish(self, final: str) -> bool: ...
 
@@ -44,7 +48,7 @@ class _LocalSink:
         # the descriptor quietly at least.
         weakref.finalize(self, self._f.close)
 
-    def write(self, chunks: list[bytes]) -> None:
+    def write(self, chunks: Chunks) -> None:
         self._f.writelines(chunks)
 
     def publish(self, final: str) -> bool:
@@ -96,7 +100,7 @@ class _FsspecSink:
             else None
         )
 
-    def write(self, chunks: list[bytes]) -> None:
+    def write(self, chunks: Chunks) -> None:
         for chunk in chunks:
             self._f.write(chunk)
 

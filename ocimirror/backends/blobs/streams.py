@@ -16,11 +16,11 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
-from ocimirror.backends.blobs.sinks import _Sink
+from ocimirror.backends.blobs.sinks import Chunks, _Sink
 from ocimirror.core.digest import Digest, Hasher
 from ocimirror.errors import BlobNotFound, DigestMismatch, IntegrityError, SizeMismatch
 
-__all__ = ["BufferedBlobWriter", "FsspecBlobReader", "FsspecBlobWriter"]
+__all__ = ["BufferedBlobWriter", "Chunks", "FsspecBlobReader", "FsspecBlobWriter"]
 
 _log = logging.getLogger("ocimirror.blobs")
 
@@ -44,6 +44,10 @@ Close = Callable[[], Coroutine[Any, Any, None]]
 #: and the loop keeps serving); smaller ones cost less to hash than to hand over.
 _THREAD_HASH_SIZE = 1 << 20
 
+#: A writer keeps written ``bytes`` at least this large as they are; smaller pieces are gathered
+#: into one buffer, so a stream of tiny writes cannot cost an object per byte or two.
+_KEEP_AS_IS = 64 << 10
+
 
 async def hash_into(hasher: Hasher, data: bytes | bytearray | memoryview) -> None:
     """Feed ``data`` to ``hasher``, in a worker thread when it is large."""
@@ -53,12 +57,12 @@ async def hash_into(hasher: Hasher, data: bytes | bytearray | memoryview) -> Non
         hasher.update(data)
 
 
-def _feed(hasher: Hasher, chunks: list[bytes]) -> None:
+def _feed(hasher: Hasher, chunks: Chunks) -> None:
     for chunk in chunks:
         hasher.update(chunk)
 
 
-async def _hash_chunks(hasher: Hasher, chunks: list[bytes]) -> None:
+async def _hash_chunks(hasher: Hasher, chunks: Chunks) -> None:
     """Feed ``chunks`` to ``hasher``, in a worker thread when they add up to much."""
     if sum(map(len, chunks)) >= _THREAD_HASH_SIZE:
         await asyncio.to_thread(_feed, hasher, chunks)
@@ -155,7 +159,8 @@ class BufferedBlobWriter(ABC, Generic[_S]):
         self._announced = size
         self._hasher = Hasher(expected.algorithm if expected is not None else algorithm)
         self._flush_size = flush_size
-        self._chunks: list[bytes] = []
+        self._chunks: Chunks = []
+        self._tail: bytearray | None = None  # the last of _chunks, while small writes grow it
         self._buffered = 0  # bytes in _chunks
         self._hashed = 0  # how many of _chunks the hasher has seen
         self._size = 0
@@ -169,12 +174,12 @@ class BufferedBlobWriter(ABC, Generic[_S]):
     # -- what a store's writer does
 
     @abstractmethod
-    async def _flush(self, chunks: list[bytes]) -> None:
+    async def _flush(self, chunks: Chunks) -> None:
         """Send a full buffer's chunks on their way (they are being hashed meanwhile: read
         them, never change them); nothing becomes visible yet."""
 
     @abstractmethod
-    async def _publish(self, digest: Digest, chunks: list[bytes]) -> bool:
+    async def _publish(self, digest: Digest, chunks: Chunks) -> bool:
         """Send the last bytes and make the verified blob visible at ``digest``; ``False`` if
         it was stored already and this copy was discarded."""
 
@@ -196,6 +201,7 @@ class BufferedBlobWriter(ABC, Generic[_S]):
             raise RuntimeError("the hasher is not available while a write is in flight")
         _feed(self._hasher, self._chunks[self._hashed :])
         self._hashed = len(self._chunks)
+        self._tail = None  # hashed: later writes start a new piece
         return self._hasher
 
     @property
@@ -220,8 +226,15 @@ class BufferedBlobWriter(ABC, Generic[_S]):
                 f"blob is longer than the announced {self._announced} bytes",
                 detail={"announced": self._announced, "received": self._size + n},
             )
-        # bytes are kept as they are; anything else is copied, as its owner may change it.
-        self._chunks.append(data if isinstance(data, bytes) else bytes(data))
+        if n < _KEEP_AS_IS:
+            if self._tail is None:
+                self._tail = bytearray()
+                self._chunks.append(self._tail)
+            self._tail += data
+        else:
+            # bytes are kept as they are; anything else is copied, as its owner may change it.
+            self._chunks.append(data if isinstance(data, bytes) else bytes(data))
+            self._tail = None
         self._buffered += n
         self._size += n
         if self._buffered >= self._flush_size:
@@ -232,12 +245,12 @@ class BufferedBlobWriter(ABC, Generic[_S]):
                 self._state = "failed"
                 raise
 
-    def _take_buffer(self) -> tuple[list[bytes], int]:
+    def _take_buffer(self) -> tuple[Chunks, int]:
         chunks, start = self._chunks, self._hashed
-        self._chunks, self._buffered, self._hashed = [], 0, 0
+        self._chunks, self._tail, self._buffered, self._hashed = [], None, 0, 0
         return chunks, start
 
-    async def _hash_and_flush(self, chunks: list[bytes], start: int) -> None:
+    async def _hash_and_flush(self, chunks: Chunks, start: int) -> None:
         await _both(_hash_chunks(self._hasher, chunks[start:]), self._flush(chunks))
 
     async def commit(self) -> Digest:
@@ -271,7 +284,7 @@ class BufferedBlobWriter(ABC, Generic[_S]):
         )
         return digest
 
-    async def _verify_and_publish(self, chunks: list[bytes], start: int) -> tuple[Digest, bool]:
+    async def _verify_and_publish(self, chunks: Chunks, start: int) -> tuple[Digest, bool]:
         await _hash_chunks(self._hasher, chunks[start:])
         digest = self._hasher.digest()
         problem: IntegrityError | None = None
@@ -336,18 +349,18 @@ class FsspecBlobWriter(BufferedBlobWriter[_Host]):
 
     _sink: _Sink | None = None
 
-    async def _flush(self, chunks: list[bytes]) -> None:
+    async def _flush(self, chunks: Chunks) -> None:
         await asyncio.to_thread(self._write_sync, chunks)
 
-    def _write_sync(self, chunks: list[bytes]) -> None:
+    def _write_sync(self, chunks: Chunks) -> None:
         if self._sink is None:
             self._sink = self._store._open_sink(self._expected)
         self._sink.write(chunks)
 
-    async def _publish(self, digest: Digest, chunks: list[bytes]) -> bool:
+    async def _publish(self, digest: Digest, chunks: Chunks) -> bool:
         return await asyncio.to_thread(self._publish_sync, digest, chunks)
 
-    def _publish_sync(self, digest: Digest, chunks: list[bytes]) -> bool:
+    def _publish_sync(self, digest: Digest, chunks: Chunks) -> bool:
         if self._sink is None:
             # Nothing reached storage yet: skip the write entirely if the blob is there.
             if self._store._exists_sync(digest):
