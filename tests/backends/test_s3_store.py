@@ -58,10 +58,15 @@ class RequestLog:
     def __init__(self, root: str) -> None:
         self._root = f"/{root}/"
         self.sent: list[tuple[str, str]] = []
+        #: Operations sent with "Expect: 100-continue" (a round trip before the body goes).
+        self.waited: list[str] = []
 
     def hook(self, request: Any, event_name: str, **_: Any) -> None:
         path = urlsplit(request.url).path
-        self.sent.append((event_name.rsplit(".", 1)[-1], path.removeprefix(self._root)))
+        operation = event_name.rsplit(".", 1)[-1]
+        self.sent.append((operation, path.removeprefix(self._root)))
+        if request.headers.get("Expect", b"") in (b"100-continue", "100-continue"):
+            self.waited.append(operation)
 
     def operations(self) -> list[str]:
         return [op for op, _ in self.sent]
@@ -99,6 +104,7 @@ async def test_a_small_blob_is_one_put_at_its_key_and_nothing_else(
     log = await record(store)
     assert await store.put(chunked(data), expected=digest if announce else None) == digest
     assert log.sent == [("PutObject", key_of(digest))]
+    assert log.waited == []  # the body goes with the headers: no 100-continue round trip
     assert await store.read(digest) == data
 
 
@@ -107,6 +113,7 @@ async def test_a_blob_of_exactly_one_part_is_still_one_put(store: S3BlobStore) -
     log = await record(store)
     digest = await store.put(data)
     assert log.sent == [("PutObject", key_of(digest))]
+    assert log.waited == []
 
 
 async def test_a_blob_past_the_part_size_is_one_multipart_upload_at_its_key(

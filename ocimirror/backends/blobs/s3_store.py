@@ -343,7 +343,10 @@ class S3BlobWriter(BufferedBlobWriter[S3BlobStore]):
         store, final = self._store, self._store._blob_path(digest)
         upload = self._upload
         if upload is None:
-            await store._call("put_object", Body=b"".join(chunks), **_where(final))
+            # A bytearray, not bytes: botocore turns a bytes body into a file object and sends
+            # any file object with "Expect: 100-continue", which costs a round trip per blob
+            # before the body may go (at most one part here: nothing big to hold back).
+            await store._call("put_object", Body=bytearray().join(chunks), **_where(final))
             return True
         if chunks:
             await upload.add(b"".join(chunks))
