@@ -38,7 +38,7 @@ def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def is_stale(holder: str) -> bool:
+def _is_stale(holder: str) -> bool:
     """Whether a lease holder is a process on this host that no longer runs."""
     host, _, rest = holder.partition(":")
     pid_text = rest.partition(":")[0]
@@ -80,7 +80,7 @@ class SyncLease:
                     holder=_holder(),
                     purpose="sync",
                     ttl=LEASE_TTL,
-                    is_stale=is_stale,
+                    is_stale=_is_stale,
                 )
                 self._renewer = asyncio.ensure_future(self._renew(self.held))
             return self.held
