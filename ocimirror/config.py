@@ -73,7 +73,8 @@ class Config:
     @property
     def unused(self) -> bool:
         """Whether nothing was ever stored: the metadata's SQLite file does not exist yet."""
-        return self.sqlite_file is not None and not self.sqlite_file.exists()
+        file = self.sqlite_file
+        return file is not None and not file.exists()
 
     def prepare(self) -> None:
         """Create the home directory (and the SQLite file's directory) when they are local."""

@@ -308,7 +308,7 @@ class Ingest:
             return None if lease is None else await lease()
 
         if recording:
-            await held()
+            await held()  # new content is written under the lease as well as the version
         rejected = await self.metadata.record_content(batch) if recording else {}
         roots = list(dict.fromkeys([*tags.values(), *untagged]))
         recorded = await self.metadata.existing_manifests(roots) if roots else set()
