@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -59,7 +60,7 @@ from ocimirror.remote import Remote, SyncPolicy
 from ocimirror.upstream import FetchedManifest, RegistryClient, SharedConnections, redact_text
 from ocimirror.versions import RepositoryVersion
 
-__all__ = ["SyncProgress", "SyncResult", "SyncStore", "sync_all", "sync_repository"]
+__all__ = ["SyncProgress", "SyncResult", "SyncStore", "lanes", "sync_all", "sync_repository"]
 
 log = logging.getLogger("ocimirror.sync")
 
@@ -706,6 +707,7 @@ async def sync_all(
     """Sync many repositories (default: every one with a remote) concurrently in one process.
 
     They share one download budget of ``concurrency`` and the connections to each upstream;
+    :func:`lanes` of them run at a time (each lane takes the next name when its sync ends);
     each produces its own version; one failure does not stop the others and is returned in
     place of its result.
     """
@@ -733,8 +735,23 @@ async def sync_all(
             log.error("%s: sync failed: %s", name, _describe(exc))
             return exc
 
+    todo = deque(names)
+    results: dict[str, SyncResult | BaseException] = {}
+
+    async def lane() -> None:
+        while todo:
+            name = todo.popleft()
+            results[name] = await one(name)
+
     try:
-        results = await asyncio.gather(*(one(n) for n in names))
+        await asyncio.gather(*(lane() for _ in range(min(len(names), lanes(concurrency)))))
     finally:
         await connections.aclose()
-    return dict(zip(names, results, strict=True))
+    return {name: results[name] for name in names}
+
+
+def lanes(concurrency: int) -> int:
+    """How many repositories one event loop syncs at once: enough to keep a download budget
+    of ``concurrency`` busy while some of them list tags or publish, and no more (every sync
+    started early only interleaves its reads with the others')."""
+    return max(2, concurrency // 2)

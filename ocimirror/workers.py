@@ -9,6 +9,10 @@ database and the blob store, exactly as sync processes on several machines would
 
 * the calling process hands out repository names one at a time, to whichever loop has a free
   lane, so a big repository does not hold up the rest;
+* the worker processes start only once the work is worth their start-up (about 0.4 s of CPU
+  for their imports): as soon as a sync in the calling loop downloads something, or when the
+  calling loop's pace says it has more than :data:`WORTH_A_WORKER` seconds of work left. A
+  re-sync that only finds its tags unchanged stays in the calling process;
 * each sync takes the repository's lease in the database as always (two syncs of one
   repository never overlap, wherever they run), and content written by one process is found
   stored by the others;
@@ -48,7 +52,7 @@ from ocimirror.backends.blobs import BlobStore
 from ocimirror.config import Config
 from ocimirror.errors import InvalidError, OcimirrorError
 from ocimirror.remote import SyncPolicy
-from ocimirror.sync import SyncProgress, SyncResult, SyncStore, sync_repository
+from ocimirror.sync import SyncProgress, SyncResult, SyncStore, lanes, sync_repository
 from ocimirror.upstream import SharedConnections, redact_text
 
 __all__ = ["WorkerFailed", "default_workers", "shareable", "sync_in_workers"]
@@ -57,6 +61,10 @@ log = logging.getLogger("ocimirror.workers")
 
 #: A repository's progress is sent at most this often (seconds), besides phase changes.
 PROGRESS_INTERVAL = 0.1
+
+#: Seconds of work the calling loop must have left (by its pace so far) before worker
+#: processes are started for a sync that downloads nothing.
+WORTH_A_WORKER = 2.0
 
 _HEADER = struct.Struct("!I")
 
@@ -96,12 +104,6 @@ class _Spec:
     #: The effective levels of the root logger and of ``ocimirror``'s, in the caller.
     log_levels: tuple[int, int]
     progress: bool
-
-
-def _lanes(concurrency: int) -> int:
-    """Repositories one loop syncs at once: enough to keep its download budget busy while
-    some of them list tags or publish."""
-    return max(2, concurrency // 2)
 
 
 def _shares(concurrency: int, loops: int) -> list[int]:
@@ -220,19 +222,89 @@ async def _serve_worker(worker: _Worker, spec: _Spec, dispatch: _Dispatch) -> No
         )
 
 
+class _Helpers:
+    """The worker processes, started once (see :meth:`worth_it`) and served until they exit."""
+
+    def __init__(self, count: int, specs: Callable[[int], _Spec], dispatch: _Dispatch) -> None:
+        self.count = count
+        self.specs = specs
+        self.dispatch = dispatch
+        self.started: list[_Worker] = []
+        self.serving: list[asyncio.Future[None]] = []
+        self._starting: asyncio.Future[None] | None = None
+        self._begun = time.monotonic()
+        self._done = 0
+
+    def start(self) -> None:
+        """Start the workers (once), unless nothing is left to hand out."""
+        if self._starting is None and self.dispatch.todo:
+            self._starting = asyncio.ensure_future(self._start_all())
+
+    async def _start_all(self) -> None:
+        for number in range(1, self.count + 1):
+            worker = await _start(number)
+            self.started.append(worker)  # appended at once: the caller's cleanup stops it
+            self.serving.append(
+                asyncio.ensure_future(_serve_worker(worker, self.specs(number), self.dispatch))
+            )
+
+    def watch(self, p: SyncProgress) -> None:
+        """A sync in the calling loop that downloads is worth the workers' start-up."""
+        if self._starting is None and (p.manifests_downloaded or p.blobs_downloaded):
+            self.start()
+
+    def finished_one(self, lanes: int) -> None:
+        """The calling loop finished a repository: start the workers if, at its pace so far
+        (measured once every lane has finished one), what is left takes it longer than
+        :data:`WORTH_A_WORKER`."""
+        self._done += 1
+        if self._starting is not None or self._done < lanes:
+            return
+        pace = (time.monotonic() - self._begun) / self._done
+        if len(self.dispatch.todo) * pace > WORTH_A_WORKER:
+            self.start()
+
+    async def finish(self) -> None:
+        """Nothing is left to hand out: a worker still starting (or idle) is stopped, the
+        others are waited for to the end of their syncs."""
+        if self._starting is not None:
+            await self._starting  # process creation only: milliseconds
+        for worker in self.started:
+            if not worker.running:
+                worker.stop()
+        await asyncio.gather(*self.serving)
+
+    async def close(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+        for task in self.serving:
+            task.cancel()
+        for worker in self.started:
+            worker.stop()
+            await worker.process.wait()
+
+
 async def _own_lanes(
     metadata: SyncStore,
     blobs: BlobStore,
     spec: _Spec,
     dispatch: _Dispatch,
     progress: Callable[[SyncProgress], None] | None,
+    helpers: _Helpers,
 ) -> None:
-    """The calling process syncs too, in its own loop, from the same list."""
+    """The calling process syncs too, in its own loop, from the same list; what its syncs do
+    tells ``helpers`` when to start the worker processes."""
     shared = _Shared(spec.concurrency)
+
+    def watched(p: SyncProgress) -> None:
+        helpers.watch(p)
+        if progress is not None:
+            progress(p)
 
     async def lane() -> None:
         while (name := dispatch.take()) is not None:
-            dispatch.results[name] = await _sync_one(metadata, blobs, name, spec, shared, progress)
+            dispatch.results[name] = await _sync_one(metadata, blobs, name, spec, shared, watched)
+            helpers.finished_one(spec.lanes)
 
     try:
         await asyncio.gather(*(lane() for _ in range(spec.lanes)))
@@ -306,31 +378,17 @@ async def sync_in_workers(
             config=config,
             policy=policy,
             concurrency=share,
-            lanes=_lanes(share),
+            lanes=lanes(share),
             log_levels=levels,
             progress=progress is not None,
         )
 
-    started: list[_Worker] = []
-    serving: list[asyncio.Future[None]] = []
+    helpers = _Helpers(workers - 1, lambda number: spec(shares[number]), dispatch)
     try:
-        started = list(await asyncio.gather(*(_start(n) for n in range(1, workers))))
-        serving = [
-            asyncio.ensure_future(_serve_worker(w, spec(shares[w.number]), dispatch))
-            for w in started
-        ]
-        await _own_lanes(metadata, blobs, spec(shares[0]), dispatch, progress)
-        # Nothing is left to hand out: a worker still starting (or idle) is not waited for.
-        for worker in started:
-            if not worker.running:
-                worker.stop()
-        await asyncio.gather(*serving)
+        await _own_lanes(metadata, blobs, spec(shares[0]), dispatch, progress, helpers)
+        await helpers.finish()
     finally:
-        for task in serving:
-            task.cancel()
-        for worker in started:
-            worker.stop()
-            await worker.process.wait()
+        await helpers.close()
     for name in dispatch.todo:  # only when every loop stopped early
         dispatch.results[name] = WorkerFailed(f"repository {name!r} was not synced")
     return {name: dispatch.results[name] for name in names}
