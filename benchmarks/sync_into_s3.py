@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fixtures.postgres import POSTGRES_URL, _admin  # noqa: E402
 from fixtures.registry import Registry, run_registry  # noqa: E402
-from fixtures.s3 import S3Server, _empty_bucket, s3_server  # noqa: E402
+from fixtures.s3 import MOTO_SERVERS, S3Server, _empty_bucket, moto_server  # noqa: E402
 from sync_vs_skopeo import command_line, compile_package, log, print_table, start_deadline  # noqa: E402
 
 import ocimirror  # noqa: E402
@@ -99,10 +99,6 @@ def label(destination: tuple[str, str]) -> str:
 
 
 # -- the servers -----------------------------------------------------------------------------
-
-
-#: The tests' moto server (fake credentials, no proxy, loopback only) as a context manager.
-run_moto = contextlib.contextmanager(s3_server.__wrapped__)
 
 
 # -- the corpus ------------------------------------------------------------------------------
@@ -278,7 +274,8 @@ def report(figures: dict[str, Any]) -> None:
     workers = "" if figures["workers"] is None else f", workers={figures['workers']}"
     print(
         f"machine: {figures['cpus']} CPUs; sync_all(concurrency={figures['concurrency']}"
-        f"{workers}); median of {len(figures['rounds'])} rounds, fresh destinations each"
+        f"{workers}); median of {len(figures['rounds'])} rounds, fresh destinations each; "
+        f"moto served by {figures['moto']}"
     )
     base = s["medians"]["sqlite/files"]
     rows = []
@@ -319,6 +316,13 @@ def main() -> int:
         "--workers", type=int, help="sync_all's worker loops (default: the library's)"
     )
     parser.add_argument(
+        "--moto",
+        choices=MOTO_SERVERS,
+        default="werkzeug",
+        help="how moto is served: moto's own server (a new connection per request) or its "
+        "WSGI app under granian (keep-alive, as S3)",
+    )
+    parser.add_argument(
         "--before", action="store_true", help="also measure the threaded S3 path (the before)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -339,12 +343,16 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "concurrency": args.concurrency,
         "workers": args.workers,
+        "moto": args.moto,
     }
     work = Path(tempfile.mkdtemp(prefix="ocimirror-s3-bench-", dir=args.workdir))
     log(f"work directory {work}")
     try:
-        with run_registry(work / "upstream") as upstream, run_moto() as s3:
-            log(f"upstream docker-registry at {upstream.url}, moto at {s3.endpoint_url}")
+        with run_registry(work / "upstream") as upstream, moto_server(args.moto) as s3:
+            log(
+                f"upstream docker-registry at {upstream.url}, "
+                f"moto ({args.moto}) at {s3.endpoint_url}"
+            )
             start = time.perf_counter()
             truth, blobs = push_corpus(
                 upstream, args.images, args.repos, args.layer_size, args.base_size, workers=8
