@@ -5,7 +5,10 @@ syncs of one repository never download into it or publish to it at once, whereve
 A sync takes it at the first thing that needs it: before it downloads a manifest or blob, or
 before it writes a version. A re-sync that finds the upstream as it was (every tag resolves
 to a manifest already stored, and the latest version already says so) takes none and writes
-nothing at all; two such syncs may run at once, as they change nothing.
+nothing at all; two such syncs may run at once, as they change nothing. Nor does a
+pull-through cache's fill (a sync of named tags that only adds): its version is built on the
+latest one under the repository's row lock, so fills in several processes, and a sync beside
+them, all land.
 
 Once taken, the lease is renewed at a third of :data:`LEASE_TTL`; a sync that loses it
 (another process took it over after it expired) is stopped, and the version's transaction

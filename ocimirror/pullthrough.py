@@ -40,7 +40,6 @@ from ocimirror.errors import (
     AlreadyExists,
     ManifestNotFound,
     OcimirrorError,
-    RepositoryBusy,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -66,8 +65,6 @@ log = logging.getLogger("ocimirror.pullthrough")
 
 #: How long a process remembers the list of pull-through distributions.
 _CACHES_TTL = 5.0
-#: How long a pull waits for another process's fill of the same repository.
-_BUSY_WAIT = 120.0
 
 
 def _name_patterns(value: Any) -> tuple[str, ...]:
@@ -359,32 +356,20 @@ class PullThrough:
     async def _sync(
         self, cached: Cached, queue: list[tuple[str, str | None, asyncio.Future[bool]]]
     ) -> tuple[bool, dict[str, str]]:
-        """One sync of the queued references; waits while another process syncs the same
-        repository (then only what it did not bring is synced)."""
+        """One sync of the queued references. It takes no lease (see
+        :func:`~ocimirror.sync.sync_repository`'s ``only``): fills of one repository in other
+        processes, or a sync of it, run beside it, and every version lands."""
         from ocimirror.sync import sync_repository
 
         reg = self.registry
         remote = cached.remote.remote_for(cached.name, cached.upstream)
         references = list(dict.fromkeys(r for r, _, _ in queue))
-        wanted = {r: d for r, d, _ in queue if d is not None}
-        deadline = time.monotonic() + _BUSY_WAIT
-        while True:
-            try:
-                # The process's connections (and what it learnt of the upstream: no
-                # referrers API, no signature extension) serve every fill.
-                result = await sync_repository(
-                    reg.metadata, reg.blobs, cached.name, remote, policy=SyncPolicy(),
-                    only=references, connections=self._connections(),
-                )  # fmt: skip
-                break
-            except RepositoryBusy:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-                tags = await (await reg.repository(cached.name)).tags()
-                references = [r for r in references if r not in wanted or tags.get(r) != wanted[r]]
-                if not references:
-                    return True, {}  # another process filled them: a new version
+        # The process's connections (and what it learnt of the upstream: no referrers API,
+        # no signature extension) serve every fill.
+        result = await sync_repository(
+            reg.metadata, reg.blobs, cached.name, remote, policy=SyncPolicy(),
+            only=references, connections=self._connections(),
+        )  # fmt: skip
         dropped = {d.get("tag") or d.get("digest", ""): d["reason"] for d in result.dropped}
         now = datetime.now(UTC)
         filled = [r for r in references if r not in dropped]

@@ -499,7 +499,7 @@ class _Job:
             for digest, _ in roots:
                 self.reasons.setdefault(str(digest), _describe(exc))
             return
-        if any(str(d) not in stored for d, _ in roots):
+        if any(str(d) not in stored for d, _ in roots) and self.only is None:
             await self.lease.take()  # something to download: RepositoryBusy if another has it
 
         async def one(digest: Digest, media_type: str | None) -> None:
@@ -516,10 +516,11 @@ class _Job:
 
     async def run(self) -> tuple[Published, list[dict[str, str]], int]:
         if self.only is not None:
-            # A fill is asked for because something is missing: while another process syncs
-            # the repository, wait for it (RepositoryBusy) before asking the upstream anything.
-            await self.lease.take()
-            # Named tags and digests only (a pull-through fill): no listing, no companions.
+            # Named tags and digests only (a pull-through fill): no listing, no companions,
+            # and no lease. A fill only adds, and its version is built on the latest one
+            # under the repository's row lock, so fills of one repository in several
+            # processes (and a sync beside them) all land; at worst two processes fetch the
+            # same manifest.
             companions: dict[str, tuple[Digest, str]] = {}
             selected = sorted(r for r in self.only if ":" not in r)
             digests = [str(Digest.parse(r)) for r in self.only if ":" in r]
@@ -572,7 +573,7 @@ class _Job:
             mirror=self.policy.mirror,
             failed_tags=self.failed_tags,
             reasons=self.reasons,
-            lease=self.lease.take,
+            lease=self.lease.take if self.only is None else None,
             mark_mirror=not self.repository.mirror,
             signatures=attached.signatures,
             allow_empty=self.policy.allow_empty,
@@ -619,9 +620,9 @@ async def sync_repository(
     A sync is a job over the stores, an upstream client and a policy. ``client`` lets a caller
     supply the upstream client (tests, custom transports); ``limit`` shares a download budget
     between several syncs, ``connections`` their upstream connections. ``only`` names the tags
-    and digests to sync instead of listing the upstream's (a pull-through cache's fill).
-    Raises LeaseLost when another process took the repository's lease over: nothing is
-    published then.
+    and digests to sync instead of listing the upstream's (a pull-through cache's fill); such
+    a sync only adds, and takes no lease (see :mod:`ocimirror.leases`). Raises LeaseLost when
+    another process took the repository's lease over: nothing is published then.
     """
     started = time.monotonic()
     policy = policy or SyncPolicy()

@@ -7,6 +7,7 @@ can disappear); ocimirror serves with ``ocimirror serve``.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,47 @@ def test_a_cached_tag_is_served_when_the_upstream_is_gone_and_refreshed_when_it_
         missing = httpx.get(f"http://{served}/v2/cache/{name}/manifests/nope", timeout=30)
         assert missing.status_code == 503
         assert missing.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_fills_in_two_server_processes_land_beside_a_sync_holding_the_repository(
+    tmp_path: Path, upstream: dict[str, Any]
+) -> None:
+    """A fill only adds and takes no lease: with another process's sync holding the cached
+    repository, two server processes on one home each fill a tag at once, and both land."""
+    home = tmp_path / "home"
+    cache(home, upstream)
+    name = upstream["name"]
+    images = upstream["images"]
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json, "
+              "application/vnd.oci.image.manifest.v1+json"}  # fmt: skip
+    with serving(home, auth=False) as one, serving(home, auth=False) as two:
+        # The first pull makes the repository; then a sync elsewhere holds it.
+        assert httpx.get(f"http://{one}/v2/cache/{name}/manifests/v1", timeout=30).is_success
+        with ocimirror.open(home=home) as reg:
+            meta = reg.aio.metadata
+            reg._portal.call(
+                meta.acquire_lease(f"cache/{name}", holder="someone-else", purpose="sync", ttl=60)
+            )
+        newer = random_image(seed=f"{name}-pt-beside")
+        upstream["registry"].push(name, newer, "v2")
+
+        def pull(served: str, tag: str) -> httpx.Response:
+            url = f"http://{served}/v2/cache/{name}/manifests/{tag}"
+            return httpx.get(url, headers=accept, timeout=30)
+
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(pull, [one, two], ["v2", "multi"]))
+    assert got[0].status_code == 200 and got[0].content == newer.manifest
+    assert got[1].status_code == 200 and got[1].content == images["multi"].manifest
+    with ocimirror.open(home=home) as reg:
+        repo = reg.repository(f"cache/{name}")
+        assert repo.tags() == {
+            "v1": str(images["v1"].digest),
+            "v2": str(newer.digest),
+            "multi": str(images["multi"].digest),
+        }
+        assert repo.latest_version().number == 3
+        reg._portal.call(reg.aio.metadata.release_lease(f"cache/{name}", holder="someone-else"))
 
 
 def test_a_tag_is_checked_upstream_at_most_once_per_interval(
