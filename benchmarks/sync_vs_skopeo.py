@@ -635,7 +635,12 @@ class Bench:
         self.big_digest: str | None = None
 
     def measured(self, fn: Any, *, downstream: ProcessCPU | None = None) -> dict[str, Any]:
-        """Run ``fn`` (which returns a dict with ``wall``) and add what the registries did."""
+        """Run ``fn`` (which returns a dict with ``wall``) and add what the registries did.
+
+        What the step before left in the page cache is written out first (``sync``), so that
+        neither tool's time includes the other's write-back.
+        """
+        os.sync()
         self.access.mark()
         up0 = self.up_cpu.seconds()
         down0 = downstream.seconds() if downstream else 0.0

@@ -311,7 +311,14 @@ class Ingest:
             await held()  # new content is written under the lease as well as the version
         rejected = await self.metadata.record_content(batch) if recording else {}
         roots = list(dict.fromkeys([*tags.values(), *untagged]))
-        recorded = await self.metadata.existing_manifests(roots) if roots else set()
+        # The batch vouches for what it recorded just now and what it found recorded (whose
+        # touch keeps it from orphan cleanup); only other roots are looked up. The version's
+        # own check (closed under references) has the last word either way.
+        vouched = {d for d in roots if d in batch.touch_manifests}
+        if recording:
+            vouched |= {d for d in roots if d in batch.manifests and d not in rejected}
+        others = [d for d in roots if d not in vouched]
+        recorded = vouched | (await self.metadata.existing_manifests(others) if others else set())
 
         def why(digest: str) -> str:
             if digest in reasons:
@@ -341,8 +348,7 @@ class Ingest:
         keep = [d for d in untagged if d in recorded]
         kept_names = {d.tag for d in dropped if d.tag is not None}
 
-        repo = await self.metadata.get_repository(repository)
-        if not mirror and not batch.manifests and (not mark_mirror or repo.mirror):
+        if not mirror and not batch.manifests and not mark_mirror:
             # Nothing to publish: no lease to check either (an answer of "unchanged" holds
             # whoever holds the lease by now).
             unchanged = await self._unchanged(repository, complete, keep, signatures)
@@ -374,7 +380,7 @@ class Ingest:
         assert builder.result is not None
         return Published(
             version=builder.result,
-            created=builder.result.number != repo.latest_version,
+            created=builder.created,
             tags=complete,
             untagged=tuple(keep),
             dropped=tuple(dropped),

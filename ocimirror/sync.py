@@ -537,7 +537,8 @@ class _Job:
         self.progress.tags_total = len(selected) + len(digests)
         self.progress.phase = "resolving"
         self._tick()
-        local = await self._local_tags()
+        # A fill is asked for what is missing or has moved: it GETs each tag at once.
+        local = await self._local_tags() if self.only is None else set()
         resolved = await self.resolve_many(selected, local)
         self.progress.phase = "downloading"
         self._tick()

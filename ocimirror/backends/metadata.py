@@ -715,12 +715,14 @@ class VersionBuilder(Protocol):
 
     Presence checks see the version being built, including the changes made so far. When the
     block exits cleanly the store checks the version is closed under references and publishes
-    it; ``result`` is then the published (or, with no change, the current latest) version.
+    it; ``result`` is then the published (or, with no change, the current latest) version,
+    and ``created`` says which.
     """
 
     repository: str
     number: int
     result: VersionRecord | None
+    created: bool
 
     async def add(self, content_type: ContentType, key: str, value: str | None = None) -> bool:
         """Add content (for tags: ``key`` is the name, ``value`` the digest); True if new."""

@@ -38,6 +38,7 @@ class SQLVersionBuilder:
         self.base_number = repo.latest_version
         #: The published version, set when the ``new_version`` block exits.
         self.result: VersionRecord | None = None
+        self.created = False  # whether the block made a new version (set on leaving it)
         #: Whether the repository row itself changed (the mirror flag).
         self.repository_changed = False
 

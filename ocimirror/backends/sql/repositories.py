@@ -191,6 +191,7 @@ class RepositoryMixin(SQLEngine):
                     await conn.rollback()
                 return
             builder.result = result
+            builder.created = True
 
     async def _check_lease(
         self, conn: AsyncConnection, repo: RepositoryRecord, lease: Lease
