@@ -127,14 +127,40 @@ def test_workers_share_the_repositories_and_the_report_stays_exact(
     ]
     assert any("synced 3 tags" in line for line in synced_by_worker)
 
-    # A no-op re-sync through the workers: HEADs only, no new version.
+    # A quick no-op re-sync: HEADs only, no new version, and no worker process started for
+    # it (its imports would cost more than the whole re-sync).
     registry_proxy.clear()
-    registry_proxy.stall(1.0, times=1000, method="HEAD", path="/manifests/")
-    again = registry.sync_all(workers=2)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ocimirror"):
+        again = registry.sync_all(workers=2)
     for result in again.values():
         assert isinstance(result, SyncResult) and not result.created
         assert result.requests["manifest_head"] == 3 and result.requests["manifest_get"] == 0
     assert reported_requests(again) == upstream_requests(registry_proxy)
+    assert not [r for r in caplog.records if r.getMessage().startswith("[worker")]
+
+
+def test_a_long_no_op_resync_starts_the_workers_by_its_pace(
+    registry: ocimirror.Registry,
+    docker_registry: Registry,
+    registry_proxy: FaultProxy,
+    registry_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing to download, but at the calling loop's pace more than WORTH_A_WORKER seconds
+    of work are left: the worker process starts and takes some of it."""
+    upstream = push_corpus(docker_registry, registry_name, repos=12, tags=1)
+    mirror_all(registry, registry_proxy.url, upstream)
+    assert all(isinstance(r, SyncResult) and r.ok for r in registry.sync_all(workers=1).values())
+    registry_proxy.clear()
+    # Every tag listing takes a second; two lanes in this loop: about six seconds of work.
+    registry_proxy.stall(1.0, times=1000, method="GET", path="/tags/list")
+    with caplog.at_level(logging.INFO, logger="ocimirror"):
+        again = registry.sync_all(workers=2, concurrency=4)
+    assert all(isinstance(r, SyncResult) and r.ok and not r.created for r in again.values())
+    assert reported_requests(again) == upstream_requests(registry_proxy)
+    by_worker = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[worker 1]")]
+    assert any("synced 1 tags" in line for line in by_worker)
 
 
 def test_a_killed_worker_fails_only_its_repositories_and_the_rerun_takes_them_over(
