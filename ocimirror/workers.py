@@ -223,7 +223,8 @@ async def _serve_worker(worker: _Worker, spec: _Spec, dispatch: _Dispatch) -> No
 
 
 class _Helpers:
-    """The worker processes, started once (see :meth:`worth_it`) and served until they exit."""
+    """The worker processes: started once the work is worth it (:meth:`watch`,
+    :meth:`finished_one`), then served until they exit."""
 
     def __init__(self, count: int, specs: Callable[[int], _Spec], dispatch: _Dispatch) -> None:
         self.count = count
@@ -253,12 +254,12 @@ class _Helpers:
         if self._starting is None and (p.manifests_downloaded or p.blobs_downloaded):
             self.start()
 
-    def finished_one(self, lanes: int) -> None:
+    def finished_one(self, lane_count: int) -> None:
         """The calling loop finished a repository: start the workers if, at its pace so far
         (measured once every lane has finished one), what is left takes it longer than
         :data:`WORTH_A_WORKER`."""
         self._done += 1
-        if self._starting is not None or self._done < lanes:
+        if self._starting is not None or self._done < lane_count:
             return
         pace = (time.monotonic() - self._begun) / self._done
         if len(self.dispatch.todo) * pace > WORTH_A_WORKER:
