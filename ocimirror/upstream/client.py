@@ -82,6 +82,9 @@ MAX_TAGS_PAGE_SIZE = 32 << 20
 
 #: The largest signature read (an atomic signature is a few hundred bytes to a few KiB).
 MAX_SIGNATURE_SIZE = 4 << 20
+#: A blob download reads ahead of its writer (see :func:`prefetched`) past this many bytes, the
+#: local store's write buffer; a smaller blob is buffered whole, and nothing waits for I/O.
+_READ_AHEAD_FROM = 4 << 20
 
 _ACCEPT_MANIFESTS = ", ".join(MediaType.MANIFEST_TYPES)
 
@@ -752,9 +755,12 @@ class RegistryClient:
                 writer = state.fresh()
             elif offset:
                 _log.debug("resuming %s at byte %d", state.digest, offset)
+            # Reading ahead lets receiving overlap the writer's flushes, which only a blob
+            # past a writer's buffer has; below that it would only cost a task and a queue.
+            ahead = state.size is None or state.size - offset > _READ_AHEAD_FROM
             async with (
                 contextlib.aclosing(body_chunks(response)) as raw,
-                contextlib.aclosing(prefetched(raw)) as chunks,
+                contextlib.aclosing(prefetched(raw) if ahead else raw) as chunks,
             ):
                 async for chunk in chunks:
                     try:
