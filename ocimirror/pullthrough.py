@@ -9,6 +9,11 @@ distribution, all named ``B/<name>``, syncs that one tag into a new version and 
 it: layers come from the upstream on their first request while they are stored (see
 :mod:`ocimirror.ondemand`), and from storage after that.
 
+A fill takes no lease (it only adds, and its version is built on the latest one under the
+repository's row lock): the server processes of one cache, on one machine or several, fill
+one repository side by side, and every version lands; two of them asked for the same tag at
+once may each fetch its manifest once.
+
 A tag pull checks the upstream tag with a HEAD (Docker Hub does not count HEADs against the
 pull limit) at most once per ``check_interval``, recorded in the database so that every
 server process shares it; a new digest upstream is synced in as a new version. When the
