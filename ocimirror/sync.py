@@ -627,6 +627,10 @@ async def sync_repository(
     """
     started = time.monotonic()
     policy = policy or SyncPolicy()
+    if only is not None and policy.mirror:
+        # Mirror mode removes what the upstream's list lacks; a sync of named tags has no
+        # list, and takes no lease.
+        raise InvalidError("a sync of named tags (only=) adds; it cannot run in mirror mode")
     record = await metadata.get_repository(repository)
     if remote is None:
         if record.remote is None:

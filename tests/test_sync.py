@@ -249,6 +249,25 @@ def test_a_second_sync_of_the_same_repository_fails_clearly(
     assert repo.sync().ok
 
 
+def test_a_sync_of_named_tags_only_adds(
+    registry: ocimirror.Registry, upstream: dict[str, Any]
+) -> None:
+    """A pull-through fill (``only=``) takes no lease, so it may not remove anything: mirror
+    mode is refused before anything is asked or written."""
+    from ocimirror.remote import SyncPolicy
+    from ocimirror.sync import sync_repository
+
+    repo = make(registry, upstream)
+    aio = registry.aio
+    with pytest.raises(ocimirror.InvalidError, match="only="):
+        registry._portal.call(
+            sync_repository(
+                aio.metadata, aio.blobs, "mirror", only=["v1"], policy=SyncPolicy(mirror=True)
+            )
+        )
+    assert repo.latest_version().number == 0
+
+
 def test_a_resync_that_changes_nothing_takes_no_lease(
     registry: ocimirror.Registry, upstream: dict[str, Any]
 ) -> None:
