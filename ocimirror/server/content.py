@@ -8,8 +8,10 @@ number, so a request is answered from one version even while a sync publishes th
 Versions are immutable, and content is addressed by digest, so most answers never change:
 
 * manifest bytes by digest (an LRU bounded by bytes);
-* a version's answers to "which digest is this tag?" and "does it hold this manifest/blob?",
-  keyed by the repository's identity and the version number (an LRU bounded by entries).
+* a version's answers to "which digest is this tag?", "does it hold this manifest/blob?" and
+  "does this manifest have no signatures?" (asked for every image by clients that use the
+  signature extension), keyed by the repository's identity and the version number (LRUs
+  bounded by entries).
 
 Only the name's resolution is mutable; it is cached for ``cache_ttl`` seconds, so a new version
 (or distribution) shows within that time in every process, while the state shared across
@@ -28,7 +30,12 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from ocimirror.backends.metadata import ContentType, DistributionRecord, ManifestRecord
+from ocimirror.backends.metadata import (
+    ContentType,
+    DistributionRecord,
+    ManifestRecord,
+    SignatureRecord,
+)
 from ocimirror.errors import DistributionNotFound, NotFound
 from ocimirror.registry import AsyncRegistry
 
@@ -173,6 +180,7 @@ class Content:
         self._loading: dict[str, tuple[float, asyncio.Future[_Resolution]]] = {}
         self._tags: _LRU[tuple[Any, ...], str] = _LRU(max_entries)
         self._present: _LRU[tuple[Any, ...], bool] = _LRU(max_entries)
+        self._unsigned: _LRU[tuple[Any, ...], bool] = _LRU(max_entries)
         self._manifests = _ManifestLRU(manifest_cache_bytes)
         self._catalog: tuple[float, list[DistributionRecord]] | None = None
 
@@ -201,6 +209,7 @@ class Content:
         self._names.clear()
         self._tags.clear()
         self._present.clear()
+        self._unsigned.clear()
         self._manifests.clear()
         self._catalog = None
 
@@ -315,6 +324,17 @@ class Content:
             )
             self._present.put(key, present)
         return present
+
+    async def signatures(self, served: Served, digest: str) -> list[SignatureRecord]:
+        """The signatures of the manifest ``digest`` in that version. That a manifest has none
+        (most have none) is remembered; signatures themselves are read each time."""
+        key = (served.key, digest)
+        if self._unsigned.get(key):
+            return []
+        records = await self.registry.metadata.signatures(served.repository, served.version, digest)
+        if not records:
+            self._unsigned.put(key, True)
+        return records
 
     # -- content ------------------------------------------------------------------------------
 

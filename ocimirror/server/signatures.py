@@ -54,7 +54,7 @@ async def get_signatures(content: Content, request: Request, name: str, referenc
     served, present = await content.read(name, holds)
     if not present:
         raise ManifestNotFound(f"manifest {digest} is not in {name!r}", detail={"digest": digest})
-    records = await content.registry.metadata.signatures(served.repository, served.version, digest)
+    records = await content.signatures(served, digest)
     body = encode_extension((r.name, r.data) for r in records if r.sig_type == "atomic")
     headers = {"content-type": "application/json", "content-length": str(len(body))}
     return Response(b"" if request.method == "HEAD" else body, headers=headers)

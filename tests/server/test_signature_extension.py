@@ -246,6 +246,29 @@ def test_one_signature_object_is_stored_and_listed(h: Harness) -> None:
     assert signatures(h, "team/app", OTHER.digest) == []
 
 
+def test_no_signatures_is_remembered_per_version_and_a_put_shows_at_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients of the extension ask for every image they pull; that a manifest has none is
+    read once per version. A PUT makes a new version, listed at once."""
+    metadata = h.registry.metadata
+    reads: list[tuple[Any, ...]] = []
+    real = metadata.signatures
+
+    async def counted(*args: Any) -> Any:
+        reads.append(args)
+        return await real(*args)
+
+    monkeypatch.setattr(metadata, "signatures", counted)
+    assert signatures(h, "team/app", IMAGE.digest) == []
+    assert signatures(h, "team/app", IMAGE.digest) == []
+    assert len(reads) == 1
+    assert put(h, "team/app", IMAGE.digest, entry(SIG_A)).status_code == 201
+    assert signatures(h, "team/app", IMAGE.digest) == [listed(IMAGE.digest, SIG_A)]
+    assert signatures(h, "team/app", IMAGE.digest) == [listed(IMAGE.digest, SIG_A)]
+    assert len(reads) == 3  # signatures themselves are read each time
+
+
 def test_the_whole_document_form_is_stored_and_listed(h: Harness) -> None:
     """PUT ``{"signatures": [a, b]}``: 201, both listed (by name)."""
     body = {"signatures": [entry(SIG_A), entry(SIG_B)]}
