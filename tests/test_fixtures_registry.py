@@ -755,3 +755,21 @@ def test_fault_proxy_factory_fronts_any_upstream(
     statuses = [r.status for r in proxy.requests]
     assert statuses[0] == 401 and 201 in statuses
     assert any("authorization" in r.headers for r in proxy.requests)
+
+
+@pytest.mark.parametrize("server", ["werkzeug", "granian"])
+def test_moto_serves_s3_either_way_and_granian_keeps_connections(server: str) -> None:
+    """The benchmark's two ways of serving moto both store and return an object; granian keeps
+    the connection open between requests, moto's own server closes it every time."""
+    from fixtures.s3 import moto_server
+
+    with moto_server(server) as s3:
+        client = s3.client()
+        client.create_bucket(Bucket="fixture-check")
+        client.put_object(Bucket="fixture-check", Key="k", Body=b"bytes")
+        got = client.get_object(Bucket="fixture-check", Key="k")["Body"].read()
+        assert got == b"bytes"
+        with httpx.Client(timeout=10) as http:
+            answers = [http.get(f"{s3.endpoint_url}/moto-api/") for _ in range(2)]
+        closing = [a.headers.get("connection", "").lower() == "close" for a in answers]
+        assert closing == ([True, True] if server == "werkzeug" else [False, False])
