@@ -26,6 +26,11 @@ PostgreSQL + S3 against SQLite + files with their targets, and the command line:
     .venv/bin/python benchmarks/sync_into_s3.py                 # 3 rounds
     .venv/bin/python benchmarks/sync_into_s3.py --before        # and the threaded S3 path
     .venv/bin/python benchmarks/sync_into_s3.py --repeat 5 --json result.json
+    .venv/bin/python benchmarks/sync_into_s3.py --moto granian  # moto with keep-alive
+
+By default moto runs as ``python -m moto.server`` (werkzeug's development server, which closes
+the connection after every response); ``--moto granian`` serves the same moto application with
+granian, which keeps connections alive as S3 does.
 """
 
 from __future__ import annotations
