@@ -188,7 +188,7 @@ class PullThrough:
         self._refreshing: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._made: set[str] = set()
         #: Per cached repository: references waiting for the next fill, and the fill running.
-        self._queued: dict[str, list[tuple[str, str | None, asyncio.Future[bool]]]] = {}
+        self._queued: dict[str, list[tuple[str, asyncio.Future[bool]]]] = {}
         self._draining: dict[str, asyncio.Task[None]] = {}
         self._shared: SharedConnections | None = None
         #: (name, reference) -> until when this process knows it needs no check.
@@ -277,7 +277,7 @@ class PullThrough:
             if await repo.has_manifest(Digest.parse(reference)):
                 self._remember(key, 3600.0)
                 return False
-            return await self._fill(cached, reference, None)
+            return await self._fill(cached, reference)
         now = datetime.now(UTC)
         interval = timedelta(seconds=cached.distribution.check_interval)
         checked, _ = await meta.tag_times(cached.name, reference)
@@ -288,7 +288,7 @@ class PullThrough:
         local = await meta.get_tag(cached.name, repo.latest_version_number, reference)
         if local is None:
             # Not cached yet: the fill's GET by tag is the check.
-            return await self._fill(cached, reference, None)
+            return await self._fill(cached, reference)
         remote = cached.remote.remote_for(cached.name, cached.upstream)
         try:
             client = self._connections().client(remote)
@@ -315,14 +315,14 @@ class PullThrough:
         if local == str(upstream.digest):
             self._remember(key, cached.distribution.check_interval)
             return False
-        return await self._fill(cached, reference, str(upstream.digest))
+        return await self._fill(cached, reference)
 
-    async def _fill(self, cached: Cached, reference: str, digest: str | None) -> bool:
+    async def _fill(self, cached: Cached, reference: str) -> bool:
         """Sync one tag (or digest) into the cached repository, together with whatever
         else this process is waiting for in that repository (one sync for them all);
         whether a new version was made."""
         waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queued.setdefault(cached.name, []).append((reference, digest, waiting))
+        self._queued.setdefault(cached.name, []).append((reference, waiting))
         if cached.name not in self._draining:
             task = asyncio.ensure_future(self._drain(cached))
             self._draining[cached.name] = task
@@ -334,13 +334,13 @@ class PullThrough:
                 try:
                     created, dropped = await self._sync(cached, queue)
                 except BaseException as exc:
-                    for _, _, waiting in queue:
+                    for _, waiting in queue:
                         if not waiting.done():
                             waiting.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for reference, _, waiting in queue:
+                for reference, waiting in queue:
                     if reference not in dropped:
                         waiting.set_result(created)
                         continue
@@ -359,7 +359,7 @@ class PullThrough:
             del self._draining[cached.name]
 
     async def _sync(
-        self, cached: Cached, queue: list[tuple[str, str | None, asyncio.Future[bool]]]
+        self, cached: Cached, queue: list[tuple[str, asyncio.Future[bool]]]
     ) -> tuple[bool, dict[str, str]]:
         """One sync of the queued references. It takes no lease (see
         :func:`~ocimirror.sync.sync_repository`'s ``only``): fills of one repository in other
@@ -368,7 +368,7 @@ class PullThrough:
 
         reg = self.registry
         remote = cached.remote.remote_for(cached.name, cached.upstream)
-        references = list(dict.fromkeys(r for r, _, _ in queue))
+        references = list(dict.fromkeys(r for r, _ in queue))
         # The process's connections (and what it learnt of the upstream: no referrers API,
         # no signature extension) serve every fill.
         result = await sync_repository(
