@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ocimirror.backends.metadata import RepositoryRecord
+from ocimirror.backends.sql.sqlite_driver import one_trip_connect
 from ocimirror.backends.sql.schema import MIGRATIONS, SCHEMA_VERSION, build_metadata, normalize_url
 from ocimirror.errors import RepositoryBusy, RepositoryNotFound, SchemaError, VersionNotFound
 
@@ -94,6 +95,12 @@ class SQLEngine:
         assert self._raw_url is not None
         engine = create_async_engine(self._raw_url, connect_args={"timeout": self._busy_timeout})
         begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _do_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+            # SQLAlchemy's own arguments, to aiosqlite connections that make a statement one
+            # trip to their thread instead of four (see sqlite_driver).
+            return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=one_trip_connect, **cparams)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _connect(dbapi_connection: Any, record: Any) -> None:
@@ -191,9 +198,11 @@ class SQLEngine:
 
         return sqlite_insert(table).on_conflict_do_nothing()
 
-    def _held(self, repository_id: int, content_type: str, number: int) -> sa.ColumnElement[bool]:
+    def _held(
+        self, repository_id: int | sa.ScalarSelect[Any], content_type: str, number: int
+    ) -> sa.ColumnElement[bool]:
         """Rows of ``repository_content`` of one content type that version ``number`` of a
-        repository holds."""
+        repository holds (``repository_id`` may be :meth:`_repo_id`'s subquery)."""
         rc = self._rc
         return sa.and_(
             rc.c.repository_id == repository_id,
@@ -220,6 +229,15 @@ class SQLEngine:
             latest_version=row.latest_version,
             created=row.created,
         )
+
+    def _repo_id(self, name: str) -> sa.ScalarSelect[Any]:
+        """The repository's id as a subquery: a hot read looks it up in its own statement
+        (one round trip), and calls :meth:`_require_repo` only when it found nothing."""
+        return sa.select(self._repos.c.id).where(self._repos.c.name == name).scalar_subquery()
+
+    async def _require_repo(self, conn: AsyncConnection, name: str) -> None:
+        """Raise :class:`RepositoryNotFound` unless the repository exists."""
+        await self._repo_row(conn, name)
 
     async def _get_repo(
         self, conn: AsyncConnection, name: str, *, lock: bool = False

@@ -605,14 +605,16 @@ class RepositoryMixin(SQLEngine):
         """The digest a tag points to in that version, or None."""
         rc = self._rc
         async with self._read() as conn:
-            repo = await self._get_repo(conn, repository)
             value: str | None = (
                 await conn.execute(
                     sa.select(rc.c.value).where(
-                        self._held(repo.id, "container.tag", number), rc.c.key == name
+                        self._held(self._repo_id(repository), "container.tag", number),
+                        rc.c.key == name,
                     )
                 )
             ).scalar()
+            if value is None:
+                await self._require_repo(conn, repository)
             return value
 
     async def has_content(
@@ -621,14 +623,18 @@ class RepositoryMixin(SQLEngine):
         """Whether the version holds that content."""
         rc = self._rc
         async with self._read() as conn:
-            repo = await self._get_repo(conn, repository)
             found = (
                 await conn.execute(
                     sa.select(rc.c.id)
-                    .where(self._held(repo.id, content_type, number), rc.c.key == key)
+                    .where(
+                        self._held(self._repo_id(repository), content_type, number),
+                        rc.c.key == key,
+                    )
                     .limit(1)
                 )
             ).first()
+            if found is None:
+                await self._require_repo(conn, repository)
             return found is not None
 
     async def iter_content(
@@ -725,16 +731,14 @@ class RepositoryMixin(SQLEngine):
         """The signatures in that version that sign ``manifest_digest``, by name."""
         rc, s = self._rc, self._sigs
         async with self._read() as conn:
-            repo = await self._get_repo(conn, repository)
+            held = self._held(self._repo_id(repository), "container.signature", number)
             rows = await conn.execute(
                 sa.select(s)
-                .join(
-                    rc,
-                    sa.and_(
-                        self._held(repo.id, "container.signature", number), rc.c.key == s.c.digest
-                    ),
-                )
+                .join(rc, sa.and_(held, rc.c.key == s.c.digest))
                 .where(s.c.manifest_digest == manifest_digest)
                 .order_by(s.c.name)
             )
-            return [signature_record(r) for r in rows]
+            found = [signature_record(r) for r in rows]
+            if not found:
+                await self._require_repo(conn, repository)
+            return found
