@@ -19,7 +19,9 @@ from ocimirror.errors import RepositoryBusy
 pytestmark = pytest.mark.anyio
 
 #: Rows 1..n from SQLite alone.
-_COUNT = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < {}) SELECT x FROM n"
+_COUNT = (
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < {}) SELECT x FROM n"
+)
 
 
 @pytest.fixture

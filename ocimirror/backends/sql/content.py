@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -209,14 +210,15 @@ class ContentMixin(SQLEngine):
             return None
         return BlobRecord(digest=row.digest, size=row.size, media_type=row.media_type)
 
+    @functools.cached_property
+    def _manifest_query(self) -> sa.Select[Any]:
+        # Built once: every manifest a server process has not cached yet is read this way.
+        return sa.select(self._manifests).where(self._manifests.c.digest == sa.bindparam("digest"))
+
     async def get_manifest(self, digest: str) -> ManifestRecord | None:
         """The manifest's record, or None."""
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(self._manifests).where(self._manifests.c.digest == digest)
-                )
-            ).first()
+            row = (await conn.execute(self._manifest_query, {"digest": digest})).first()
         if row is None:
             return None
         return ManifestRecord(

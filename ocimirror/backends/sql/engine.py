@@ -15,8 +15,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ocimirror.backends.metadata import RepositoryRecord
-from ocimirror.backends.sql.sqlite_driver import one_trip_connect
 from ocimirror.backends.sql.schema import MIGRATIONS, SCHEMA_VERSION, build_metadata, normalize_url
+from ocimirror.backends.sql.sqlite_driver import one_trip_connect
 from ocimirror.errors import RepositoryBusy, RepositoryNotFound, SchemaError, VersionNotFound
 
 log = logging.getLogger("ocimirror.metadata")
@@ -100,7 +100,9 @@ class SQLEngine:
         def _do_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
             # SQLAlchemy's own arguments, to aiosqlite connections that make a statement one
             # trip to their thread instead of four (see sqlite_driver).
-            return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=one_trip_connect, **cparams)
+            return dialect.loaded_dbapi.connect(
+                *cargs, async_creator_fn=one_trip_connect, **cparams
+            )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _connect(dbapi_connection: Any, record: Any) -> None:
@@ -199,7 +201,10 @@ class SQLEngine:
         return sqlite_insert(table).on_conflict_do_nothing()
 
     def _held(
-        self, repository_id: int | sa.ScalarSelect[Any], content_type: str, number: int
+        self,
+        repository_id: int | sa.ScalarSelect[Any],
+        content_type: str | sa.BindParameter[Any],
+        number: int | sa.BindParameter[Any],
     ) -> sa.ColumnElement[bool]:
         """Rows of ``repository_content`` of one content type that version ``number`` of a
         repository holds (``repository_id`` may be :meth:`_repo_id`'s subquery)."""
@@ -210,7 +215,7 @@ class SQLEngine:
             self._in_version(number),
         )
 
-    def _in_version(self, number: int) -> sa.ColumnElement[bool]:
+    def _in_version(self, number: int | sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
         """Rows of ``repository_content`` that are in version ``number``."""
         rc = self._rc
         return sa.and_(
@@ -230,7 +235,7 @@ class SQLEngine:
             created=row.created,
         )
 
-    def _repo_id(self, name: str) -> sa.ScalarSelect[Any]:
+    def _repo_id(self, name: str | sa.BindParameter[Any]) -> sa.ScalarSelect[Any]:
         """The repository's id as a subquery: a hot read looks it up in its own statement
         (one round trip), and calls :meth:`_require_repo` only when it found nothing."""
         return sa.select(self._repos.c.id).where(self._repos.c.name == name).scalar_subquery()

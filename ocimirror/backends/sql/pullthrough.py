@@ -3,6 +3,7 @@ checked upstream and last pulled."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -94,16 +95,18 @@ class PullThroughMixin(SQLEngine):
 
     async def tag_times(self, repository: str, tag: str) -> tuple[datetime | None, datetime | None]:
         """(last checked upstream, last pulled) of a cached tag; ``(None, None)`` if never."""
-        t = self._pt_tags
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.c.checked, t.c.pulled).where(
-                        t.c.repository == repository, t.c.tag == tag
-                    )
-                )
-            ).first()
+            params = {"repository": repository, "tag": tag}
+            row = (await conn.execute(self._tag_times_query, params)).first()
         return (None, None) if row is None else (row.checked, row.pulled)
+
+    @functools.cached_property
+    def _tag_times_query(self) -> sa.Select[Any]:
+        # Built once: a pull-through server process asks this for every tag it serves.
+        t, bind = self._pt_tags, sa.bindparam
+        return sa.select(t.c.checked, t.c.pulled).where(
+            t.c.repository == bind("repository"), t.c.tag == bind("tag")
+        )
 
     async def set_tag_times(
         self,

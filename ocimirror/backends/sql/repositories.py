@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
@@ -603,39 +604,33 @@ class RepositoryMixin(SQLEngine):
 
     async def get_tag(self, repository: str, number: int, name: str) -> str | None:
         """The digest a tag points to in that version, or None."""
-        rc = self._rc
-        async with self._read() as conn:
-            value: str | None = (
-                await conn.execute(
-                    sa.select(rc.c.value).where(
-                        self._held(self._repo_id(repository), "container.tag", number),
-                        rc.c.key == name,
-                    )
-                )
-            ).scalar()
-            if value is None:
-                await self._require_repo(conn, repository)
-            return value
+        row = await self._held_row(repository, number, "container.tag", name)
+        return None if row is None else row.value
 
     async def has_content(
         self, repository: str, number: int, content_type: ContentType, key: str
     ) -> bool:
         """Whether the version holds that content."""
-        rc = self._rc
+        return await self._held_row(repository, number, content_type, key) is not None
+
+    @functools.cached_property
+    def _held_row_query(self) -> sa.Select[Any]:
+        # Built once: the registry API asks this on nearly every request, and building and
+        # keying the statement each time cost more than SQLite answering it.
+        rc, bind = self._rc, sa.bindparam
+        held = self._held(self._repo_id(bind("repository")), bind("content_type"), bind("number"))
+        return sa.select(rc.c.id, rc.c.value).where(held, rc.c.key == bind("key")).limit(1)
+
+    async def _held_row(
+        self, repository: str, number: int, content_type: ContentType, key: str
+    ) -> Any:
+        """The row of content ``key`` in that version (``id``, ``value``), or ``None``."""
+        params = {"repository": repository, "content_type": content_type, "number": number}
         async with self._read() as conn:
-            found = (
-                await conn.execute(
-                    sa.select(rc.c.id)
-                    .where(
-                        self._held(self._repo_id(repository), content_type, number),
-                        rc.c.key == key,
-                    )
-                    .limit(1)
-                )
-            ).first()
-            if found is None:
+            row = (await conn.execute(self._held_row_query, {**params, "key": key})).first()
+            if row is None:
                 await self._require_repo(conn, repository)
-            return found is not None
+            return row
 
     async def iter_content(
         self, repository: str, number: int, content_type: ContentType
@@ -725,19 +720,25 @@ class RepositoryMixin(SQLEngine):
                 for r in rows
             ]
 
+    @functools.cached_property
+    def _signatures_query(self) -> sa.Select[Any]:
+        # Built once, like _held_row_query: clients ask for every image they pull.
+        rc, s, bind = self._rc, self._sigs, sa.bindparam
+        held = self._held(self._repo_id(bind("repository")), "container.signature", bind("number"))
+        return (
+            sa.select(s)
+            .join(rc, sa.and_(held, rc.c.key == s.c.digest))
+            .where(s.c.manifest_digest == bind("manifest"))
+            .order_by(s.c.name)
+        )
+
     async def signatures(
         self, repository: str, number: int, manifest_digest: str
     ) -> list[SignatureRecord]:
         """The signatures in that version that sign ``manifest_digest``, by name."""
-        rc, s = self._rc, self._sigs
+        params = {"repository": repository, "number": number, "manifest": manifest_digest}
         async with self._read() as conn:
-            held = self._held(self._repo_id(repository), "container.signature", number)
-            rows = await conn.execute(
-                sa.select(s)
-                .join(rc, sa.and_(held, rc.c.key == s.c.digest))
-                .where(s.c.manifest_digest == manifest_digest)
-                .order_by(s.c.name)
-            )
+            rows = await conn.execute(self._signatures_query, params)
             found = [signature_record(r) for r in rows]
             if not found:
                 await self._require_repo(conn, repository)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -37,6 +37,7 @@ __all__ = ["BATCH", "OneTripConnection", "OneTripCursor", "one_trip_connect"]
 BATCH = 256
 
 _Description = tuple[tuple[Any, ...], ...] | None
+_T = TypeVar("_T")
 
 
 class OneTripCursor:
@@ -93,9 +94,7 @@ class OneTripCursor:
                 conn._conn.execute(begin)
             return run(conn._conn)  # type: ignore[no-any-return]
 
-        self._cursor, rows, self.description, self.rowcount, self.lastrowid = await conn._execute(
-            trip
-        )
+        self._cursor, rows, self.description, self.rowcount, self.lastrowid = await conn.trip(trip)
         self._rows.extend(rows)
 
     async def fetchone(self) -> Any:
@@ -127,7 +126,7 @@ class OneTripCursor:
                 cursor.close()
             return rows, done
 
-        rows, done = await self._connection._execute(fetch)
+        rows, done = await self._connection.trip(fetch)
         self._rows.extend(rows)
         if done:
             self._cursor = None
@@ -142,16 +141,16 @@ class OneTripCursor:
     async def close(self) -> None:
         cursor, self._cursor = self._cursor, None
         if cursor is not None:
-            await self._connection._execute(cursor.close)
+            await self._connection.trip(cursor.close)
 
 
 def _finish(cursor: sqlite3.Cursor, rows: list[Any]) -> tuple[Any, ...]:
     description = cursor.description
-    result = (cursor, rows, description, cursor.rowcount, cursor.lastrowid)
+    left: sqlite3.Cursor | None = cursor
     if description is None or len(rows) < BATCH:
         cursor.close()
-        result = (None, *result[1:])
-    return result
+        left = None
+    return left, rows, description, cursor.rowcount, cursor.lastrowid
 
 
 def _execute(sql: str, parameters: Sequence[Any], conn: sqlite3.Connection) -> tuple[Any, ...]:
@@ -193,6 +192,11 @@ class OneTripConnection(aiosqlite.Connection):
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
+
+    async def trip(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the connection's thread; its result (or its exception)."""
+        result: _T = await self._execute(fn)  # type: ignore[no-untyped-call]
+        return result
 
     async def commit(self) -> None:
         if self.pending_begin is not None:
