@@ -219,5 +219,7 @@ def one_trip_connect(database: str | bytes, **kwargs: Any) -> OneTripConnection:
     """:func:`aiosqlite.connect`, for a :class:`OneTripConnection` (awaited by the caller)."""
     location = database.decode() if isinstance(database, bytes) else str(database)
     connection = OneTripConnection(partial(sqlite3.connect, location, **kwargs), 64)
-    connection._thread.daemon = True  # as SQLAlchemy's dialect sets for aiosqlite's own
+    # As SQLAlchemy's dialect does for aiosqlite's own (before 0.22 the connection was the
+    # thread itself).
+    getattr(connection, "_thread", connection).daemon = True
     return connection
