@@ -221,5 +221,6 @@ def one_trip_connect(database: str | bytes, **kwargs: Any) -> OneTripConnection:
     connection = OneTripConnection(partial(sqlite3.connect, location, **kwargs), 64)
     # As SQLAlchemy's dialect does for aiosqlite's own (before 0.22 the connection was the
     # thread itself).
-    getattr(connection, "_thread", connection).daemon = True
+    thread: Any = getattr(connection, "_thread", connection)
+    thread.daemon = True
     return connection
