@@ -272,8 +272,8 @@ class PullThrough:
             return False  # checked within the interval, as this process knows
         await self.ensure(cached)
         meta = self.registry.metadata
-        repo = await self.registry.repository(cached.name)
         if ":" in reference:  # a digest: fetched once, then always local
+            repo = await self.registry.repository(cached.name)
             if await repo.has_manifest(Digest.parse(reference)):
                 self._remember(key, 3600.0)
                 return False
@@ -282,9 +282,12 @@ class PullThrough:
         interval = timedelta(seconds=cached.distribution.check_interval)
         checked, _ = await meta.tag_times(cached.name, reference)
         if checked is not None and now - checked < interval:
-            # Checked within the interval (by any process): the tag is cached.
+            # Checked within the interval (by any process): the tag is cached. (The first
+            # read, before the repository's: a process that did not fill the tag itself learns
+            # this with one query.)
             self._remember(key, (checked + interval - now).total_seconds())
             return False
+        repo = await self.registry.repository(cached.name)
         local = await meta.get_tag(cached.name, repo.latest_version_number, reference)
         if local is None:
             # Not cached yet: the fill's GET by tag is the check.
