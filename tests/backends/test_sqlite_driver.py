@@ -3,6 +3,8 @@ thread (``ocimirror.backends.sql.sqlite_driver``), and transactions mean what th
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,7 @@ async def test_a_point_read_is_two_trips_the_statement_and_the_commit(
     assert await store.has_content("team/app", 1, "container.blob", digest)  # connects
     trips.clear()
     assert await store.has_content("team/app", 1, "container.blob", digest)
-    assert trips == ["trip", "commit"]
+    assert trips == ["run", "commit"]  # the statement (with its BEGIN), then the COMMIT
     trips.clear()
     assert await store.get_tag("team/app", 1, "latest") is None  # a miss also asks for the repo
     assert len(trips) == 3
@@ -99,6 +101,40 @@ async def test_every_row_comes_back_in_order_fetched_or_streamed(
         assert [row[0] for row in first] == list(range(1, min(rows, 3) + 1))
         await partial.close()  # a cursor left half read is closed, and the connection works on
         assert (await conn.execute(sa.text("SELECT 42"))).scalar() == 42
+
+
+async def test_a_cancelled_statement_leaves_no_transaction_open(store: SQLMetadataStore) -> None:
+    """A statement's caller is cancelled while its trip (which carries the transaction's
+    ``BEGIN IMMEDIATE``) waits behind other work on the connection's thread: the trip still
+    runs, and afterwards the write lock is released, nothing it did stays, and the pool's
+    connections begin afresh."""
+    queued = asyncio.Event()
+
+    async def writer() -> None:
+        async with store._write() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert isinstance(raw, OneTripConnection)
+            # The connection's thread is busy for a moment; the statement's trip waits.
+            busy = asyncio.ensure_future(raw.trip(lambda: time.sleep(0.3)))
+            queued.set()
+            try:
+                await conn.exec_driver_sql("CREATE TABLE during (x INTEGER)")
+            finally:
+                await asyncio.shield(busy)
+
+    task = asyncio.ensure_future(writer())
+    await queued.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.create_repository("team/app")  # the lock was released (busy_timeout is 0.2 s)
+    async with store._write() as conn:  # and the pooled connections begin afresh
+        await conn.exec_driver_sql("CREATE TABLE after (x INTEGER)")
+    async with store._read() as conn:
+        tables = "SELECT name FROM sqlite_master WHERE name IN ('during', 'after')"
+        assert (await conn.exec_driver_sql(tables)).scalars().all() == ["after"]
+    assert [r.name for r in await store.list_repositories()] == ["team/app"]
 
 
 async def test_a_failed_transaction_leaves_nothing_behind(store: SQLMetadataStore) -> None:

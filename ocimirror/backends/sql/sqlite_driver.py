@@ -189,13 +189,25 @@ class OneTripConnection(aiosqlite.Connection):
 
     #: The ``BEGIN`` that the next statement executes first, if any.
     pending_begin: str | None = None
+    #: Trips sent (counted on the event loop) and finished (counted on the connection's
+    #: thread): a trip whose caller was cancelled still runs, and may open a transaction.
+    _sent = 0
+    _finished = 0
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
 
     async def trip(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the connection's thread; its result (or its exception)."""
-        result: _T = await self._execute(fn)  # type: ignore[no-untyped-call]
+
+        def run() -> _T:
+            try:
+                return fn()
+            finally:
+                self._finished += 1
+
+        self._sent += 1
+        result: _T = await self._execute(run)  # type: ignore[no-untyped-call]
         return result
 
     async def commit(self) -> None:
@@ -208,9 +220,12 @@ class OneTripConnection(aiosqlite.Connection):
         if self.pending_begin is not None:
             self.pending_begin = None
             return
-        if not self._conn.in_transaction:
+        if self._sent == self._finished and not self._conn.in_transaction:
             # The pool rolls back every connection it takes back, even one whose transaction
-            # was committed; SQLite says (a flag read, no trip) there is nothing to undo.
+            # was committed; SQLite says (a flag read, no trip) there is nothing to undo. With
+            # a trip still running (its caller was cancelled) the flag may not say yet: then
+            # the rollback queues behind it. (SQLAlchemy also closes a connection whose
+            # statement was cancelled, which queues behind it as well.)
             return
         await super().rollback()
 
