@@ -113,7 +113,13 @@ def _skopeo_one(base: str, name: str, tag: str, out: Path) -> int:
 
 
 def pull(base: str, images: list[tuple[str, str]], concurrency: int) -> tuple[float, int]:
-    """Seconds to pull every image, and the bytes read (``dir:`` bytes for skopeo)."""
+    """Seconds to pull every image, and the bytes read (``dir:`` bytes for skopeo).
+
+    Each pass starts after ``os.sync()``, so that none pays for the write-back of what the
+    pass before it stored (a cold pass through a cache writes the corpus, 1.2 GB), as in
+    ``sync_vs_skopeo.py``.
+    """
+    os.sync()
     started = time.perf_counter()
     if CLIENT == "skopeo":
         with (

@@ -625,9 +625,10 @@ class RepositoryMixin(SQLEngine):
         self, repository: str, number: int, content_type: ContentType, key: str
     ) -> Any:
         """The row of content ``key`` in that version (``id``, ``value``), or ``None``."""
-        params = {"repository": repository, "content_type": content_type, "number": number}
+        params = {"repository": repository, "content_type": content_type, "number": number,
+                  "key": key}  # fmt: skip
         async with self._read() as conn:
-            row = (await conn.execute(self._held_row_query, {**params, "key": key})).first()
+            row = (await conn.execute(self._held_row_query, params)).first()
             if row is None:
                 await self._require_repo(conn, repository)
             return row
