@@ -145,12 +145,12 @@ class OneTripCursor:
 
 
 def _finish(cursor: sqlite3.Cursor, rows: list[Any]) -> tuple[Any, ...]:
-    description = cursor.description
+    result = (cursor.description, cursor.rowcount, cursor.lastrowid)
     left: sqlite3.Cursor | None = cursor
-    if description is None or len(rows) < BATCH:
+    if cursor.description is None or len(rows) < BATCH:  # every row is here: done with it
         cursor.close()
         left = None
-    return left, rows, description, cursor.rowcount, cursor.lastrowid
+    return left, rows, *result
 
 
 def _execute(sql: str, parameters: Sequence[Any], conn: sqlite3.Connection) -> tuple[Any, ...]:
