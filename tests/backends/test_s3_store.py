@@ -8,6 +8,7 @@ size, completed only after verification, and one s3fs filesystem per event loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from ocimirror._version import __version__
 from ocimirror.backends.blobs import (
     FsspecBlobStore,
     S3BlobStore,
@@ -60,11 +62,19 @@ class RequestLog:
         self.sent: list[tuple[str, str]] = []
         #: Operations sent with "Expect: 100-continue" (a round trip before the body goes).
         self.waited: list[str] = []
+        #: The headers of each request, names in lower case, values as text.
+        self.headers: list[dict[str, str]] = []
 
     def hook(self, request: Any, event_name: str, **_: Any) -> None:
         path = urlsplit(request.url).path
         operation = event_name.rsplit(".", 1)[-1]
         self.sent.append((operation, path.removeprefix(self._root)))
+        self.headers.append(
+            {
+                name.lower(): value.decode() if isinstance(value, bytes) else value
+                for name, value in request.headers.items()
+            }
+        )
         if request.headers.get("Expect", b"") in (b"100-continue", "100-continue"):
             self.waited.append(operation)
 
@@ -106,6 +116,42 @@ async def test_a_small_blob_is_one_put_at_its_key_and_nothing_else(
     assert log.sent == [("PutObject", key_of(digest))]
     assert log.waited == []  # the body goes with the headers: no 100-continue round trip
     assert await store.read(digest) == data
+
+
+async def test_a_small_blob_goes_with_its_own_sha256_for_s3_to_check(store: S3BlobStore) -> None:
+    data = data_of(10_000)
+    digest = Digest.of(data)
+    log = await record(store)
+    await store.put(data)
+    [headers] = log.headers
+    assert headers["x-amz-checksum-sha256"] == base64.b64encode(bytes.fromhex(digest.hex)).decode()
+    assert not [name for name in headers if name.startswith("x-amz-checksum-crc")]
+
+
+async def test_a_sha512_blob_is_put_with_the_sdks_checksum(store: S3BlobStore) -> None:
+    data = data_of(10_000)
+    digest = Digest.of(data, "sha512")
+    log = await record(store)
+    assert await store.put(data, expected=digest) == digest
+    [headers] = log.headers
+    assert "x-amz-checksum-sha256" not in headers
+    assert await store.read(digest) == data
+
+
+async def test_requests_name_ocimirror_as_their_user_agent_unless_configured(
+    s3_storage: tuple[str, dict[str, Any]],
+) -> None:
+    url, options = s3_storage
+    async with S3BlobStore(url, **options) as store:
+        log = await record(store)
+        await store.put(b"agent")
+        # botocore adds its own name and version after a configured agent
+        assert [h["user-agent"].split()[0] for h in log.headers] == [f"ocimirror/{__version__}"]
+    mine = {**options, "config_kwargs": {"user_agent": "my-mirror/2"}}
+    async with S3BlobStore(url, **mine) as store:
+        log = await record(store)
+        await store.stat(Digest.of(b"agent"))
+        assert [h["user-agent"].split()[0] for h in log.headers] == ["my-mirror/2"]
 
 
 async def test_a_blob_of_exactly_one_part_is_still_one_put(store: S3BlobStore) -> None:

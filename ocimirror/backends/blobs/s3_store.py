@@ -8,7 +8,9 @@ PUT that succeeded stored them). What a writer sends is verified before anything
 visible:
 
 * smaller than a part (``default_block_size``, 8 MiB unless set): hashed in memory, verified, then
-  one ``PutObject`` of the whole body at the blob's key;
+  one ``PutObject`` of the whole body at the blob's key, with the blob's SHA-256 as the request's
+  checksum (``x-amz-checksum-sha256``): S3 checks the bytes it received against the digest the
+  writer verified, and refuses them (``BadDigest``) if they differ on the way;
 * larger: a multipart upload in parts of that size, completed only once size and digest are
   verified, and aborted otherwise; at the blob's key when the digest is known in advance, else
   under ``uploads/`` and then copied into place server-side.
@@ -22,6 +24,7 @@ the loop it was created on, so the store keeps one per event loop and closes the
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import uuid
@@ -29,6 +32,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ocimirror._version import __version__
 from ocimirror.backends.blobs.base import (
     BlobStoreBase,
     as_datetime,
@@ -53,12 +57,25 @@ _MIN_PART_SIZE = 5 << 20  # S3's smallest part (but for the last one)
 #: 55,000 part sizes (430 GiB with 8 MiB parts).
 _PARTS_PER_STEP = 1000
 _POOL_CONNECTIONS = 64
+#: The User-Agent sent to S3 unless ``config_kwargs`` names one. Given one, botocore sends it as
+#: it is; without, it assembles its own from a dozen sanitized parts on every request (a tenth of
+#: the client's CPU per small PUT, docs/performance.md, "Sync into S3").
+_USER_AGENT = f"ocimirror/{__version__}"
 
 
 def _where(path: str) -> dict[str, str]:
     """``Bucket`` and ``Key`` of a ``bucket/key`` path."""
     bucket, _, key = path.partition("/")
     return {"Bucket": bucket, "Key": key}
+
+
+def _checksum(digest: Digest) -> dict[str, str]:
+    """A ``PutObject``'s checksum argument for a verified blob: its own SHA-256, which S3 checks
+    the body against (and botocore then computes no CRC32 of its own); none for other
+    algorithms."""
+    if digest.algorithm != "sha256":
+        return {}
+    return {"ChecksumSHA256": base64.b64encode(bytes.fromhex(digest.hex)).decode("ascii")}
 
 
 async def _objects(fs: Any, prefix: str) -> AsyncIterator[dict[str, Any]]:
@@ -123,7 +140,8 @@ class S3BlobStore(BlobStoreBase):
         storage_options: Passed to ``s3fs.S3FileSystem`` (credentials, ``client_kwargs``,
             ``config_kwargs``, ...). ``default_block_size`` is the multipart threshold and part
             size (default 8 MiB, at least 5 MiB); ``config_kwargs`` gets
-            ``max_pool_connections=64`` unless it sets it.
+            ``max_pool_connections=64`` and ``user_agent="ocimirror/VERSION"`` unless it sets
+            them.
 
     The constructor does no I/O. Calls run on the caller's event loop, with that loop's own
     s3fs filesystem; :meth:`close` closes their connections.
@@ -153,6 +171,7 @@ class S3BlobStore(BlobStoreBase):
     def _new_fs(self) -> Any:
         config = {
             "max_pool_connections": _POOL_CONNECTIONS,
+            "user_agent": _USER_AGENT,
             **(self._storage_options.get("config_kwargs") or {}),
         }
         options = {**self._storage_options, "config_kwargs": config}
@@ -346,7 +365,12 @@ class S3BlobWriter(BufferedBlobWriter[S3BlobStore]):
             # A bytearray, not bytes: botocore turns a bytes body into a file object and sends
             # any file object with "Expect: 100-continue", which costs a round trip per blob
             # before the body may go (at most one part here: nothing big to hold back).
-            await store._call("put_object", Body=bytearray().join(chunks), **_where(final))
+            await store._call(
+                "put_object",
+                Body=bytearray().join(chunks),
+                **_where(final),
+                **_checksum(digest),
+            )
             return True
         if chunks:
             await upload.add(b"".join(chunks))

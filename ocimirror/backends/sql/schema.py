@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -317,14 +318,26 @@ def normalize_url(url: str) -> str:
 _CHUNK = 500  # keys per IN (...) list: well under every engine's bind-parameter limit
 
 
+def _recorded_query(table: sa.Table) -> sa.Select[Any]:
+    # Built once per table, kept in the table's own info (a sync asks for every manifest it
+    # brings): an expanding parameter keeps one statement, and one compiled form, for any
+    # number of keys.
+    query = table.info.get("ocimirror.recorded")
+    if query is None:
+        keys: sa.BindParameter[list[str]] = sa.bindparam("keys", expanding=True)
+        query = table.info["ocimirror.recorded"] = sa.select(table.c.digest).where(
+            table.c.digest.in_(keys)
+        )
+    return query  # type: ignore[no-any-return]
+
+
 async def _recorded(conn: AsyncConnection, table: sa.Table, keys: Iterable[str]) -> set[str]:
     """Which of ``keys`` have a row in a content table (blobs, manifests, signatures)."""
     found: set[str] = set()
     ordered = sorted(set(keys))
+    query = _recorded_query(table)
     for i in range(0, len(ordered), _CHUNK):
-        rows = await conn.execute(
-            sa.select(table.c.digest).where(table.c.digest.in_(ordered[i : i + _CHUNK]))
-        )
+        rows = await conn.execute(query, {"keys": ordered[i : i + _CHUNK]})
         found.update(rows.scalars())
     return found
 
