@@ -1,7 +1,5 @@
 """``python -m ocimirror``: the command line."""
 
-import sys
+from ocimirror.cli import console
 
-from ocimirror.cli import main
-
-sys.exit(main())
+console()

@@ -692,6 +692,10 @@ async def _run(args: argparse.Namespace) -> Any:
     registry = await AsyncRegistry.open(
         home=args.home, database_url=args.database_url, storage_url=args.storage_url
     )
+    if args.own_process:
+        from ocimirror._process import settle
+
+        settle()  # the stores' modules are imported: they live as long as the command
     try:
         return await args.handler(registry, args)
     finally:
@@ -711,10 +715,16 @@ def _redact_record(record: logging.LogRecord) -> bool:
     return True
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int:
+    """Run the command line; returns the exit status.
+
+    ``own_process``: the process is the command's alone (:func:`console`), so it may
+    :func:`~ocimirror._process.settle` what it imported; not when ``main`` is called from
+    another program, a test among them.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.own_process = own_process
     if getattr(args, "private", None) is None and args.group == "distribution":
         args.private = False if args.verb == "create" else None
     import logging
@@ -752,5 +762,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def console() -> None:
+    """The ``ocimirror`` command, and ``python -m ocimirror``: :func:`main` in a process of its
+    own, which then exits without walking its imported modules once more."""
+    status = main(own_process=True)
+    from ocimirror._process import settle
+
+    settle()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

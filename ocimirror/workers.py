@@ -47,6 +47,7 @@ from typing import IO, Any
 
 import attrs
 
+from ocimirror._process import settle
 from ocimirror.backends import open_stores
 from ocimirror.backends.blobs import BlobStore
 from ocimirror.config import Config
@@ -462,6 +463,7 @@ async def _work(pipe: _Pipe) -> None:
     metadata, blobs = await open_stores(
         config.database_url, config.storage_url, config.storage_options
     )
+    settle()  # this process is ocimirror's: what it imported so far lives as long as it does
     reporter = _Reporter(pipe) if spec.progress else None
     shared = _Shared(spec.concurrency)
     asking = asyncio.Lock()  # one request for a name at a time: answers come in order
@@ -504,6 +506,7 @@ def main() -> None:
         await _work(pipe)
 
     asyncio.run(run())
+    settle()  # and exit without walking every imported module once more
 
 
 if __name__ == "__main__":

@@ -206,3 +206,53 @@ def test_version_prints_the_package_version(entry: list[str]) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"ocimirror {ocimirror.__version__}\n"
     assert PYPROJECT["project"]["version"] == ocimirror.__version__
+
+
+#: Run in a fresh interpreter: ``call`` with ``sys.argv`` set to the command line ``argv``;
+#: prints, at exit, for each ``gc.freeze()`` whether SQLAlchemy was loaded by then.
+SETTLE_PROGRAM = """
+import atexit, gc, json, sys
+froze = []
+_freeze = gc.freeze
+def freeze():
+    froze.append("sqlalchemy" in sys.modules)
+    _freeze()
+gc.freeze = freeze
+atexit.register(lambda: print("\\n" + json.dumps(froze)))
+sys.argv = ["ocimirror", *{argv!r}]
+{call}
+"""
+
+
+def freezes(call: str, *argv: str) -> list[bool]:
+    done = subprocess.run(
+        [sys.executable, "-c", SETTLE_PROGRAM.format(argv=list(argv), call=call)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    result: list[bool] = json.loads(done.stdout.rstrip("\n").rpartition("\n")[2])
+    return result
+
+
+def test_the_command_freezes_its_imports_and_main_called_by_a_program_does_not(
+    tmp_path: Path,
+) -> None:
+    """The ``ocimirror`` command owns its process: once its stores are open it freezes what it
+    imported (``gc.freeze``), and again at its end, so the interpreter's exit does not walk
+    every module once more. ``main()`` called by another program leaves that program's
+    collector alone."""
+    home = str(tmp_path / "home")
+    module, _, function = PYPROJECT["project"]["scripts"]["ocimirror"].partition(":")
+    command = f"from {module} import {function}; {function}()"
+    create = ["--home", home, "repository", "create", "--name", "a"]
+    assert freezes(command, *create) == [True, True]
+    # Nothing to open (an empty home's listing): only the end.
+    assert freezes(command, "--home", str(tmp_path / "empty"), "repository", "list") == [False]
+    assert freezes("import runpy; runpy.run_module('ocimirror', run_name='__main__')",
+                   "--home", home, "repository", "list") == [True, True]  # fmt: skip
+    library = "from ocimirror.cli import main; main(sys.argv[1:])"
+    assert freezes(library, "--home", home, "repository", "list") == []

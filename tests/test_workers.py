@@ -104,7 +104,7 @@ def test_workers_share_the_repositories_and_the_report_stays_exact(
     # when the worker process is up, so it takes some repositories.
     registry_proxy.stall(1.0, times=1000, method="GET", path="/blobs/")
     shown: dict[str, SyncProgress] = {}
-    with caplog.at_level(logging.INFO, logger="ocimirror"):
+    with caplog.at_level(logging.DEBUG, logger="ocimirror"):
         results = registry.sync_all(
             workers=2, concurrency=8, progress=lambda p: shown.__setitem__(p.repository, p)
         )
@@ -126,6 +126,10 @@ def test_workers_share_the_repositories_and_the_report_stays_exact(
         r.getMessage() for r in caplog.records if r.getMessage().startswith("[worker 1]")
     ]
     assert any("synced 3 tags" in line for line in synced_by_worker)
+    # The worker process is ocimirror's own: once its stores were open, it froze what it had
+    # imported (ocimirror._process.settle). This process, a library's caller, froze nothing.
+    froze = [r.getMessage() for r in caplog.records if "cycle collector" in r.getMessage()]
+    assert froze and all(line.startswith("[worker 1]") for line in froze)
 
     # A quick no-op re-sync: HEADs only, no new version, and no worker process started for
     # it (its imports would cost more than the whole re-sync).
