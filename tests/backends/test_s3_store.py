@@ -128,6 +128,19 @@ async def test_a_small_blob_goes_with_its_own_sha256_for_s3_to_check(store: S3Bl
     assert not [name for name in headers if name.startswith("x-amz-checksum-crc")]
 
 
+async def test_a_store_without_checksums_gets_none(s3_storage: tuple[str, dict[str, Any]]) -> None:
+    """``request_checksum_calculation="when_required"`` is how S3-compatible stores without
+    checksum support are reached: then not even the blob's own SHA-256 is sent."""
+    url, options = s3_storage
+    mine = {**options, "config_kwargs": {"request_checksum_calculation": "when_required"}}
+    async with S3BlobStore(url, **mine) as store:
+        log = await record(store)
+        digest = await store.put(data_of(10_000))
+        [headers] = log.headers
+        assert not [name for name in headers if name.startswith("x-amz-checksum")]
+        assert await store.stat(digest) == 10_000
+
+
 async def test_a_sha512_blob_is_put_with_the_sdks_checksum(store: S3BlobStore) -> None:
     data = data_of(10_000)
     digest = Digest.of(data, "sha512")

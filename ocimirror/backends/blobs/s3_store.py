@@ -10,7 +10,8 @@ visible:
 * smaller than a part (``default_block_size``, 8 MiB unless set): hashed in memory, verified, then
   one ``PutObject`` of the whole body at the blob's key, with the blob's SHA-256 as the request's
   checksum (``x-amz-checksum-sha256``): S3 checks the bytes it received against the digest the
-  writer verified, and refuses them (``BadDigest``) if they differ on the way;
+  writer verified, and refuses them (``BadDigest``) if they differ on the way (unless checksums
+  are turned off, ``request_checksum_calculation="when_required"``, for a store without them);
 * larger: a multipart upload in parts of that size, completed only once size and digest are
   verified, and aborted otherwise; at the blob's key when the digest is known in advance, else
   under ``uploads/`` and then copied into place server-side.
@@ -176,6 +177,16 @@ class S3BlobStore(BlobStoreBase):
         }
         options = {**self._storage_options, "config_kwargs": config}
         return self._fs_class(asynchronous=True, skip_instance_cache=True, **options)
+
+    async def _sends_checksums(self) -> bool:
+        """Whether requests carry checksums unless S3 requires them (botocore's default, as
+        configured by ``config_kwargs``, ``AWS_REQUEST_CHECKSUM_CALCULATION`` or the AWS config
+        file): ``"when_required"`` is how a store without them is reached, and a blob's own
+        SHA-256 is then not sent either."""
+        client = await self._loop_fs().set_session()
+        return getattr(client.meta.config, "request_checksum_calculation", None) != (
+            "when_required"
+        )
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """One S3 API call (with s3fs's retries and its errors: ``FileNotFoundError``, ...)."""
@@ -365,11 +376,9 @@ class S3BlobWriter(BufferedBlobWriter[S3BlobStore]):
             # A bytearray, not bytes: botocore turns a bytes body into a file object and sends
             # any file object with "Expect: 100-continue", which costs a round trip per blob
             # before the body may go (at most one part here: nothing big to hold back).
+            checksum = _checksum(digest) if await store._sends_checksums() else {}
             await store._call(
-                "put_object",
-                Body=bytearray().join(chunks),
-                **_where(final),
-                **_checksum(digest),
+                "put_object", Body=bytearray().join(chunks), **_where(final), **checksum
             )
             return True
         if chunks:
