@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,10 +90,11 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("OCIMIRROR_")}
 
 
-def run_cli(*argv: str) -> tuple[int, str, set[str]]:
-    """The exit status, what was printed before the report, and the loaded modules."""
+def run_program(source: str) -> tuple[str, Any]:
+    """Run ``source`` in a fresh interpreter: what it printed before its last line, and that
+    line read as JSON (its report)."""
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM.format(argv=list(argv))],
+        [sys.executable, "-c", source],
         capture_output=True,
         text=True,
         check=False,
@@ -101,7 +103,12 @@ def run_cli(*argv: str) -> tuple[int, str, set[str]]:
     )
     assert done.returncode == 0, done.stderr
     printed, _, report = done.stdout.rstrip("\n").rpartition("\n")
-    data = json.loads(report)
+    return printed, json.loads(report)
+
+
+def run_cli(*argv: str) -> tuple[int, str, set[str]]:
+    """The exit status, what was printed before the report, and the loaded modules."""
+    printed, data = run_program(PROGRAM.format(argv=list(argv)))
     return data["status"], printed, set(data["modules"])
 
 
@@ -225,17 +232,9 @@ sys.argv = ["ocimirror", *{argv!r}]
 
 
 def freezes(call: str, *argv: str) -> list[bool]:
-    done = subprocess.run(
-        [sys.executable, "-c", SETTLE_PROGRAM.format(argv=list(argv), call=call)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=_env(),
-    )
-    assert done.returncode == 0, done.stderr
-    result: list[bool] = json.loads(done.stdout.rstrip("\n").rpartition("\n")[2])
-    return result
+    """For each ``gc.freeze()`` that ``call`` made, whether SQLAlchemy was loaded by then."""
+    _, froze = run_program(SETTLE_PROGRAM.format(argv=list(argv), call=call))
+    return [bool(loaded) for loaded in froze]
 
 
 def test_the_command_freezes_its_imports_and_main_called_by_a_program_does_not(
