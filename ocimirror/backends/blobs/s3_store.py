@@ -179,10 +179,10 @@ class S3BlobStore(BlobStoreBase):
         return self._fs_class(asynchronous=True, skip_instance_cache=True, **options)
 
     async def _sends_checksums(self) -> bool:
-        """Whether requests carry checksums unless S3 requires them (botocore's default, as
-        configured by ``config_kwargs``, ``AWS_REQUEST_CHECKSUM_CALCULATION`` or the AWS config
-        file): ``"when_required"`` is how a store without them is reached, and a blob's own
-        SHA-256 is then not sent either."""
+        """Whether botocore adds checksums where S3 does not require them (its default). Not
+        when ``request_checksum_calculation`` is ``"when_required"`` (in ``config_kwargs``,
+        ``AWS_REQUEST_CHECKSUM_CALCULATION`` or the AWS config file), which is how a store
+        without checksum support is reached: then a blob's own SHA-256 is not sent either."""
         client = await self._loop_fs().set_session()
         return getattr(client.meta.config, "request_checksum_calculation", None) != (
             "when_required"
